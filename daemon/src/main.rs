@@ -1,0 +1,2 @@
+//! lifeboatd.
+fn main() {}

@@ -1,0 +1,2 @@
+//! lifeboat.
+fn main() {}
