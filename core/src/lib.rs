@@ -1,1 +1,14 @@
-//! Lifeboat core.
+//! Lifeboat's shared library: the snapshot format, sources, the encode/decode pipeline and the stores.
+//! Both binaries (`lifeboatd`, `lifeboat`) link it; it never parses arguments, exports metrics or builds a runtime.
+
+pub mod backup;
+pub mod pipeline;
+pub mod recipients;
+pub mod restore;
+pub mod secret;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+
+/// The version of Lifeboat that wrote a snapshot, recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

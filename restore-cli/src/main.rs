@@ -1,2 +1,74 @@
-//! lifeboat.
-fn main() {}
+//! `lifeboat`: the restore CLI on-call engineers run — list snapshots, restore them, generate keys.
+//! Argument parsing and exit codes only; each subcommand lives in `cmd/`, the work in `lifeboat-core`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for success.
+const EXIT_OK: i32 = 0;
+/// Exit code when an operation failed.
+const EXIT_FAILED: i32 = 1;
+/// Exit code for usage or configuration errors.
+const EXIT_USAGE: i32 = 2;
+
+/// Lifeboat's restore tool: list and restore snapshots written by lifeboatd.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lifeboat",
+    version,
+    after_help = "Examples:\n  lifeboat --config /etc/lifeboat/lifeboat.toml snapshots --job main-db\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app_restored\n\nExit codes: 0 ok, 1 operation failed, 2 usage or config error."
+)]
+struct Args {
+    /// Configuration file (the same format as the daemon's; only [stores] are needed).
+    #[arg(long, short = 'c', env = "LIFEBOAT_CONFIG", default_value = "/etc/lifeboat/lifeboat.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List complete snapshots (those with a manifest), oldest first.
+    #[command(after_help = "Examples:\n  lifeboat snapshots\n  lifeboat snapshots --job main-db --json")]
+    Snapshots(cmd::snapshots::SnapshotsArgs),
+    /// Restore a snapshot into a new database or a new file.
+    #[command(after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n\nThe target database is created if absent. A database that already has tables, or an existing file,\nis only written with --confirm naming it exactly.")]
+    Restore(cmd::restore::RestoreArgs),
+    /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
+    #[command(after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients")]
+    Keygen(cmd::keygen::KeygenArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lifeboat: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED as u8);
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Snapshots(a) => cmd::snapshots::run(&args.config, a).await,
+            Command::Restore(a) => cmd::restore::run(&args.config, a).await,
+            Command::Keygen(a) => cmd::keygen::run(a),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK as u8),
+        Err(e) => {
+            eprintln!("lifeboat: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The read path: find snapshots, fetch and decode objects (`age -d` → `zstd -d`, checksums checked against the
+//! manifest), and restore into a new file or a new database through `pg_restore`, refusing non-empty targets.
+
+use crate::pipeline::{decode, DecodeReport, PipelineError};
+use crate::snapshot::{Catalog, FormatError, Manifest, ObjectEntry, ObjectKind, SnapshotRef, SNAPSHOTS_DIR};
+use crate::source::conn::db_error;
+use crate::source::{find_pg_tools, ChildStream, ConnParams, SourceError};
+use crate::store::{ReadStore, StoreError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::process::Command;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
+
+/// Largest manifest this build reads.
+const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Decryption identities loaded from an age identity file.
+pub type Identities = Arc<Vec<Box<dyn age::Identity + Send + Sync>>>;
+
+/// Called with the number of stored bytes read so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Why a restore (or a listing) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Decoding failed.
+    #[error("decoding {object} failed: {source}")]
+    Pipeline {
+        /// Object name.
+        object: String,
+        /// Cause.
+        #[source]
+        source: PipelineError,
+    },
+    /// A manifest is unreadable.
+    #[error("manifest of {snapshot} is unreadable: {source}")]
+    Format {
+        /// Snapshot.
+        snapshot: String,
+        /// Cause.
+        #[source]
+        source: FormatError,
+    },
+    /// The identity file is unusable.
+    #[error("identity file {path}: {reason}")]
+    Identity {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// No snapshot matches.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is ambiguous or invalid.
+    #[error("{0}")]
+    Usage(String),
+    /// The target holds data and `--confirm` did not name it.
+    #[error("{0}")]
+    TargetNotEmpty(String),
+    /// Talking to the target database failed.
+    #[error("{0}")]
+    Database(String),
+    /// A client tool failed.
+    #[error(transparent)]
+    Tool(#[from] SourceError),
+    /// Writing the target failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Internal task failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A snapshot found in a store, with its manifest (or why it could not be read).
+#[derive(Debug)]
+pub struct SnapshotListing {
+    /// Where it is.
+    pub snapshot: SnapshotRef,
+    /// Its manifest.
+    pub manifest: Result<Manifest, RestoreError>,
+}
+
+/// Lists every snapshot (optionally of one job), oldest first. A snapshot is listed only if its manifest exists.
+pub async fn list_snapshots<S: ReadStore>(store: &S, job: Option<&str>) -> Result<Vec<SnapshotListing>, StoreError> {
+    let prefix = match job {
+        Some(j) => format!("{SNAPSHOTS_DIR}{j}/"),
+        None => SNAPSHOTS_DIR.to_owned(),
+    };
+    let mut refs: Vec<SnapshotRef> = store
+        .list(&prefix)
+        .await?
+        .iter()
+        .filter_map(|o| SnapshotRef::from_manifest_key(&o.key))
+        .collect();
+    refs.sort_by(|a, b| a.id.cmp(&b.id).then(a.job.cmp(&b.job)));
+    let mut out = Vec::with_capacity(refs.len());
+    for snapshot in refs {
+        let manifest = read_manifest(store, &snapshot).await;
+        out.push(SnapshotListing { snapshot, manifest });
+    }
+    Ok(out)
+}
+
+/// Reads and parses a snapshot's manifest.
+pub async fn read_manifest<S: ReadStore>(store: &S, snapshot: &SnapshotRef) -> Result<Manifest, RestoreError> {
+    let bytes = store.get_small(&snapshot.manifest_key(), MAX_MANIFEST_BYTES).await?;
+    let manifest = Manifest::from_json(&bytes).map_err(|source| RestoreError::Format {
+        snapshot: snapshot.to_string(),
+        source,
+    })?;
+    if manifest.snapshot_id != snapshot.id || manifest.job != snapshot.job {
+        return Err(RestoreError::NotFound(format!(
+            "manifest at {} names another snapshot ({}/{}); the store is inconsistent",
+            snapshot.manifest_key(),
+            manifest.job,
+            manifest.snapshot_id
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Finds a snapshot by `job/id`, by bare `id`, or `latest` (with `job`, or when the store has one job only).
+pub async fn resolve_snapshot<S: ReadStore>(
+    store: &S,
+    spec: &str,
+    job: Option<&str>,
+) -> Result<(SnapshotRef, Manifest), RestoreError> {
+    let (job_part, id_part) = match spec.split_once('/') {
+        Some((j, i)) => (Some(j), i),
+        None => (job, spec),
+    };
+    let listing = list_snapshots(store, job_part).await?;
+    let candidates: Vec<&SnapshotListing> = if id_part == "latest" {
+        let jobs: std::collections::BTreeSet<&str> = listing.iter().map(|l| l.snapshot.job.as_str()).collect();
+        if jobs.len() > 1 {
+            return Err(RestoreError::Usage(format!(
+                "\"latest\" is ambiguous: the store has snapshots of several jobs ({}); add --job or write JOB/latest",
+                jobs.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        listing.iter().filter(|l| l.manifest.is_ok()).last().into_iter().collect()
+    } else {
+        listing.iter().filter(|l| l.snapshot.id.as_str() == id_part).collect()
+    };
+    match candidates.as_slice() {
+        [] => Err(RestoreError::NotFound(format!(
+            "no complete snapshot {spec:?} in store {} (only snapshots with a manifest exist); run `lifeboat snapshots` to list them",
+            store.name()
+        ))),
+        [one] => {
+            let manifest = read_manifest(store, &one.snapshot).await?;
+            Ok((one.snapshot.clone(), manifest))
+        }
+        many => Err(RestoreError::Usage(format!(
+            "snapshot id {id_part} exists for several jobs ({}); write JOB/ID",
+            many.iter().map(|l| l.snapshot.job.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Loads the identities of an age identity file (`AGE-SECRET-KEY-1…` lines). Never prints the keys.
+pub fn load_identities(path: &Path) -> Result<Identities, RestoreError> {
+    let err = |reason: String| RestoreError::Identity {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = age::IdentityFile::from_file(path.display().to_string())
+        .map_err(|e| err(format!("cannot read it ({})", e.kind())))?;
+    let identities = file
+        .into_identities()
+        .map_err(|_| err("it does not hold usable age identities (expected AGE-SECRET-KEY-1… lines, as written by age-keygen)".to_owned()))?;
+    if identities.is_empty() {
+        return Err(err("it holds no identities".to_owned()));
+    }
+    Ok(Arc::new(identities))
+}
+
+struct CountingReader<R> {
+    inner: R,
+    total: u64,
+    progress: Option<Progress>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        if let Some(p) = &self.progress {
+            p(self.total);
+        }
+        Ok(n)
+    }
+}
+
+/// Fetches one object and decodes it into `sink`, checking sizes and both SHA-256 sums against the manifest.
+pub async fn restore_object<S: ReadStore, W: Write + Send + 'static>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+    sink: W,
+    progress: Option<Progress>,
+    cancel: CancellationToken,
+) -> Result<(DecodeReport, W), RestoreError> {
+    let body = store.get(&entry.key).await?;
+    let name = entry.name.clone();
+    let (report, sink) = tokio::task::spawn_blocking(move || {
+        let reader = CountingReader {
+            inner: SyncIoBridge::new(body),
+            total: 0,
+            progress,
+        };
+        decode(reader, &identities, sink, &cancel)
+    })
+    .await
+    .map_err(|e| RestoreError::Internal(e.to_string()))?
+    .map_err(|source| RestoreError::Pipeline {
+        object: name.clone(),
+        source,
+    })?;
+    check_against_manifest(entry, &report).map_err(|source| RestoreError::Pipeline { object: name, source })?;
+    Ok((report, sink))
+}
+
+/// Compares what decoding measured with what the manifest promises.
+pub fn check_against_manifest(entry: &ObjectEntry, report: &DecodeReport) -> Result<(), PipelineError> {
+    if report.stored_bytes != entry.stored_bytes {
+        return Err(PipelineError::SizeMismatch {
+            what: "stored",
+            expected: entry.stored_bytes,
+            actual: report.stored_bytes,
+        });
+    }
+    if report.stored_sha256 != entry.stored_sha256 {
+        return Err(PipelineError::ChecksumMismatch {
+            what: "stored",
+            expected: entry.stored_sha256.clone(),
+            actual: report.stored_sha256.clone(),
+        });
+    }
+    if report.payload_bytes != entry.payload_bytes {
+        return Err(PipelineError::SizeMismatch {
+            what: "payload",
+            expected: entry.payload_bytes,
+            actual: report.payload_bytes,
+        });
+    }
+    if report.payload_sha256 != entry.payload_sha256 {
+        return Err(PipelineError::ChecksumMismatch {
+            what: "payload",
+            expected: entry.payload_sha256.clone(),
+            actual: report.payload_sha256.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads and decrypts a snapshot's catalog.
+pub async fn read_catalog<S: ReadStore>(store: &S, manifest: &Manifest, identities: Identities) -> Result<Catalog, RestoreError> {
+    let entry = manifest
+        .objects
+        .iter()
+        .find(|o| o.kind == ObjectKind::Catalog)
+        .ok_or_else(|| RestoreError::NotFound("the snapshot has no catalog".to_owned()))?;
+    let (_, bytes) = restore_object(store, entry, identities, Vec::new(), None, CancellationToken::new()).await?;
+    serde_json::from_slice(&bytes).map_err(|e| RestoreError::Internal(format!("catalog is not valid JSON: {e}")))
+}
+
+/// Picks the object to restore: by name, by database, or the only database dump.
+pub fn select_object<'m>(manifest: &'m Manifest, object: Option<&str>, database: Option<&str>) -> Result<&'m ObjectEntry, RestoreError> {
+    let dumps: Vec<&ObjectEntry> = manifest.objects.iter().filter(|o| o.kind == ObjectKind::PgDumpCustom).collect();
+    let names = || manifest.objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
+    if let Some(name) = object {
+        return manifest
+            .object(name)
+            .ok_or_else(|| RestoreError::NotFound(format!("snapshot has no object {name:?}; it has: {}", names())));
+    }
+    if let Some(db) = database {
+        return dumps
+            .into_iter()
+            .find(|o| o.database.as_deref() == Some(db))
+            .ok_or_else(|| RestoreError::NotFound(format!("snapshot has no dump of database {db:?}; it has: {}", names())));
+    }
+    match dumps.as_slice() {
+        [one] => Ok(one),
+        [] => Err(RestoreError::NotFound(format!("snapshot has no database dump; it has: {}", names()))),
+        _ => Err(RestoreError::Usage(format!(
+            "snapshot has dumps of several databases ({}); choose one with --database",
+            dumps.iter().filter_map(|o| o.database.as_deref()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Restores one object's payload into a new file. An existing file is replaced only when `overwrite` is set.
+pub async fn restore_to_file<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+    path: &Path,
+    overwrite: bool,
+    progress: Option<Progress>,
+) -> Result<DecodeReport, RestoreError> {
+    let io = |context: String| move |source| RestoreError::Io { context, source };
+    let file = if overwrite {
+        std::fs::File::create(path)
+    } else {
+        std::fs::File::create_new(path)
+    }
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => RestoreError::TargetNotEmpty(format!(
+            "{} already exists; choose a new path, or pass --confirm {} to replace it",
+            path.display(),
+            path.display()
+        )),
+        _ => RestoreError::Io {
+            context: format!("creating {}", path.display()),
+            source: e,
+        },
+    })?;
+    match restore_object(store, entry, identities, file, progress, CancellationToken::new()).await {
+        Ok((report, file)) => {
+            file.sync_all().map_err(io(format!("syncing {}", path.display())))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _removed = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+/// Where and how to restore a logical dump.
+#[derive(Debug, Clone)]
+pub struct DatabaseTarget {
+    /// Target server and database (`dbname` is the database to create or fill).
+    pub conn: ConnParams,
+    /// `--confirm`: must equal the database name to restore into a database that already has tables.
+    pub confirm: Option<String>,
+    /// Restore the snapshot's globals (roles, tablespaces) first, and keep object ownership.
+    pub with_globals: bool,
+    /// Extra directories to search for client tools.
+    pub search_dirs: Vec<PathBuf>,
+    /// A specific client-tools directory.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// What a database restore did.
+#[derive(Debug, Clone)]
+pub struct DatabaseRestoreReport {
+    /// Database restored into.
+    pub database: String,
+    /// Whether Lifeboat created it.
+    pub created: bool,
+    /// Decode measurements of the dump.
+    pub dump: DecodeReport,
+    /// Errors psql reported while applying globals (e.g. roles that already exist).
+    pub globals_errors: Vec<String>,
+}
+
+async fn maintenance_client(conn: &ConnParams) -> Result<tokio_postgres::Client, RestoreError> {
+    let mut last = String::new();
+    for db in ["postgres", "template1"] {
+        match conn.with_dbname(db).connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+    }
+    Err(RestoreError::Database(last))
+}
+
+/// Restores a `pg_dump` archive into a database, creating it (from template0) if absent.
+///
+/// Refuses a database that already has user tables unless `confirm` names it exactly. The dump is streamed
+/// into `pg_restore --single-transaction`, so a failed restore leaves no half-restored schema.
+pub async fn restore_to_database<S: ReadStore>(
+    store: &S,
+    manifest: &Manifest,
+    dump: &ObjectEntry,
+    identities: Identities,
+    target: &DatabaseTarget,
+    progress: Option<Progress>,
+) -> Result<DatabaseRestoreReport, RestoreError> {
+    let dbname = target.conn.dbname.clone();
+    let admin = maintenance_client(&target.conn).await?;
+    let version_num: String = admin
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| RestoreError::Database(db_error(&e)))?
+        .get(0);
+    let server_major = version_num.parse::<u32>().unwrap_or(0) / 10_000;
+    let dump_major = manifest
+        .source
+        .tools
+        .iter()
+        .filter_map(|t| t.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())))
+        .filter_map(|v| v.split('.').next()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    let tools = find_pg_tools(server_major.max(dump_major), target.pg_bin_dir.as_deref(), &target.search_dirs).await?;
+
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await
+        .map_err(|e| RestoreError::Database(db_error(&e)))?
+        .is_some();
+    let created = !exists;
+    if exists {
+        let client = target
+            .conn
+            .connect()
+            .await
+            .map_err(RestoreError::Database)?;
+        let tables: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p', 'm', 'v', 'f', 'S')
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+                &[],
+            )
+            .await
+            .map_err(|e| RestoreError::Database(db_error(&e)))?
+            .get(0);
+        if tables > 0 && target.confirm.as_deref() != Some(dbname.as_str()) {
+            return Err(RestoreError::TargetNotEmpty(format!(
+                "database {dbname:?} on {}:{} already has {tables} user tables, views or sequences; restore into a new database name instead, or pass --confirm {dbname} to restore into it anyway",
+                target.conn.host, target.conn.port
+            )));
+        }
+    } else {
+        let sql = format!("CREATE DATABASE {} TEMPLATE template0", crate::source::quote_ident(&dbname));
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| RestoreError::Database(format!("creating database {dbname:?}: {}", db_error(&e))))?;
+        tracing::info!(database = %dbname, "Created the target database.");
+    }
+
+    let mut globals_errors = Vec::new();
+    if target.with_globals {
+        if let Some(globals) = manifest.objects.iter().find(|o| o.kind == ObjectKind::GlobalsSql) {
+            globals_errors = restore_globals(store, globals, identities.clone(), &tools.tool("psql"), target).await?;
+        }
+    }
+
+    let mut cmd = Command::new(tools.tool("pg_restore"));
+    for (k, v) in target.conn.child_env() {
+        cmd.env(k, v);
+    }
+    cmd.arg("--no-password")
+        .arg("--single-transaction")
+        .arg(format!("--dbname={}", target.conn.conninfo()));
+    if !target.with_globals {
+        cmd.arg("--no-owner").arg("--no-privileges");
+    }
+    let (child, stdin) = ChildStream::spawn_sink(cmd, "pg_restore")?;
+    let restored = restore_object(store, dump, identities, SyncIoBridge::new(stdin), progress, CancellationToken::new()).await;
+    let report = match restored {
+        Ok((report, stdin)) => {
+            drop(stdin);
+            child.finish().await?;
+            report
+        }
+        Err(e) => {
+            drop(child);
+            return Err(e);
+        }
+    };
+    Ok(DatabaseRestoreReport {
+        database: dbname,
+        created,
+        dump: report,
+        globals_errors,
+    })
+}
+
+async fn restore_globals<S: ReadStore>(
+    store: &S,
+    globals: &ObjectEntry,
+    identities: Identities,
+    psql: &Path,
+    target: &DatabaseTarget,
+) -> Result<Vec<String>, RestoreError> {
+    let (_, sql) = restore_object(store, globals, identities, Vec::new(), None, CancellationToken::new()).await?;
+    let mut cmd = Command::new(psql);
+    for (k, v) in target.conn.child_env() {
+        cmd.env(k, v);
+    }
+    cmd.arg("-X")
+        .arg("-q")
+        .arg("--no-password")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=0")
+        .arg(format!("--dbname={}", target.conn.with_dbname("postgres").conninfo()));
+    let (child, mut stdin) = ChildStream::spawn_sink(cmd, "psql")?;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &sql)
+        .await
+        .map_err(|source| RestoreError::Io {
+            context: "sending globals to psql".to_owned(),
+            source,
+        })?;
+    drop(stdin);
+    // Existing roles ("already exists") are expected when restoring next to other databases: report, don't fail.
+    match child.finish().await {
+        Ok(()) => Ok(Vec::new()),
+        Err(SourceError::ChildFailed { stderr, .. }) => {
+            tracing::warn!(errors = %stderr, "Some globals were not applied (roles that already exist are normal).");
+            Ok(stderr.split(" | ").map(str::to_owned).collect())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

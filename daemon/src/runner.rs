@@ -1,0 +1,96 @@
+//! Builds a job's source, store and settings from the validated config, and runs it once.
+//! Secret references and recipient files are resolved here (never in the config crate), and never logged.
+
+use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
+use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
+use lifeboat_core::pipeline::EncodeSettings;
+use lifeboat_core::recipients::load_recipients;
+use lifeboat_core::source::PostgresSource;
+use lifeboat_core::store::AnyStore;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a job could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job or its parts are misconfigured (exit code 2).
+    #[error("{0}")]
+    Config(String),
+    /// The backup itself failed (exit code 1).
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+impl JobError {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::Config(_) => crate::EXIT_USAGE,
+            JobError::Backup(_) => crate::EXIT_FAILED,
+        }
+    }
+}
+
+/// A job ready to run.
+pub struct PreparedJob {
+    /// The source.
+    pub source: PostgresSource,
+    /// The store.
+    pub store: AnyStore,
+    /// Pipeline and lock settings.
+    pub settings: BackupSettings,
+}
+
+/// Looks a job up by name, with a hint listing the configured jobs.
+pub fn job<'c>(config: &'c Config, name: &str) -> Result<&'c JobConfig, JobError> {
+    config.jobs.get(name).ok_or_else(|| {
+        JobError::Config(format!(
+            "no job named {name:?} in {}; configured jobs: {}",
+            config.origin,
+            config.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// Builds everything a job needs. Fails with [`JobError::Config`] on unusable settings or secrets.
+pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobError> {
+    let job = job(config, name)?;
+    let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
+        JobError::Config(format!("job {name:?} names store {:?}, which is not configured", job.store))
+    })?;
+    let recipients = load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
+    let source = match &job.source {
+        SourceConfig::Postgres(pg) => PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
+            .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
+    };
+    let store = AnyStore::build(store_cfg)
+        .await
+        .map_err(|e| JobError::Config(format!("stores.{}: {e}", store_cfg.name)))?;
+    let part_size = match &store_cfg.kind {
+        StoreKind::S3(s3) => s3.part_size,
+        StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
+    };
+    let settings = BackupSettings {
+        job: name.to_owned(),
+        compression: EncodeSettings {
+            level: job.compression.level,
+            threads: job.compression.threads,
+        },
+        part_size,
+        recipients: Arc::new(recipients),
+        lock_mode: store_cfg.lock.mode,
+        retention: store_cfg.lock.retention,
+    };
+    Ok(PreparedJob {
+        source,
+        store,
+        settings,
+    })
+}
+
+/// Runs one job now.
+pub async fn run_job(config: &Config, name: &str, cancel: CancellationToken) -> Result<BackupReport, JobError> {
+    let mut prepared = prepare(config, name).await?;
+    let report = run_backup(&mut prepared.source, &prepared.store, &prepared.settings, cancel).await?;
+    Ok(report)
+}
