@@ -1,10 +1,12 @@
 //! One snapshot, end to end: plan the source's streams, encode and upload each, store the encrypted catalog,
 //! and write `manifest.json` LAST — a snapshot without a manifest does not exist.
 
-use crate::pipeline::{encode, encode_to_vec, Chunk, EncodeReport, EncodeSettings, PartWriter, PipelineError};
+use crate::pipeline::{
+    encode, encode_to_vec, Chunk, EncodeReport, EncodeSettings, PartWriter, PipelineError,
+};
 use crate::snapshot::{
-    manifest_key, object_key, Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotId, SnapshotRef,
-    FORMAT_VERSION,
+    manifest_key, object_key, Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotId,
+    SnapshotRef, FORMAT_VERSION,
 };
 use crate::source::{Source, SourceError, StreamSpec};
 use crate::store::{LockSpec, PutReceipt, StoreError, WriteStore};
@@ -102,7 +104,13 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         mode: settings.lock_mode,
         retain_until: match (settings.lock_mode, settings.retention) {
             (LockMode::None, _) | (_, None) => None,
-            (_, Some(r)) => Some(started_at + chrono::Duration::from_std(r).map_err(|e| BackupError::Internal(e.to_string()))?),
+            (_, Some(r)) => {
+                let until = started_at
+                    + chrono::Duration::from_std(r)
+                        .map_err(|e| BackupError::Internal(e.to_string()))?;
+                // Stores keep whole seconds; ask for exactly what they can record.
+                chrono::DateTime::from_timestamp(until.timestamp(), 0)
+            }
         },
     };
     tracing::info!(job = %settings.job, snapshot = %id, store = store.name(), streams = plan.streams.len(), "Backup started.");
@@ -117,7 +125,8 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
             return Err(BackupError::Cancelled);
         }
         let key = object_key(&settings.job, &id, &spec.name);
-        let (report, receipt, meta) = store_stream(source, store, settings, spec, &key, &lock, &cancel).await?;
+        let (report, receipt, meta) =
+            store_stream(source, store, settings, spec, &key, &lock, &cancel).await?;
         tracing::info!(job = %settings.job, snapshot = %id, stream = %spec.name, payload_bytes = report.payload_bytes, stored_bytes = report.stored_bytes, "Stream stored.");
         if let Some(db) = meta.catalog {
             catalog.databases.push(db);
@@ -126,16 +135,18 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     }
 
     // The catalog names tables (data), so it is encrypted like the dumps.
-    let catalog_json = serde_json::to_vec(&catalog).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let catalog_json =
+        serde_json::to_vec(&catalog).map_err(|e| BackupError::Internal(e.to_string()))?;
     let recipients = settings.recipients.clone();
     let compression = settings.compression;
-    let (report, stored) = tokio::task::spawn_blocking(move || encode_to_vec(&catalog_json, &recipients, compression))
-        .await
-        .map_err(|e| BackupError::Internal(e.to_string()))?
-        .map_err(|source| BackupError::Pipeline {
-            stream: "catalog.json".to_owned(),
-            source,
-        })?;
+    let (report, stored) =
+        tokio::task::spawn_blocking(move || encode_to_vec(&catalog_json, &recipients, compression))
+            .await
+            .map_err(|e| BackupError::Internal(e.to_string()))?
+            .map_err(|source| BackupError::Pipeline {
+                stream: "catalog.json".to_owned(),
+                source,
+            })?;
     let catalog_spec = StreamSpec {
         name: "catalog.json".to_owned(),
         kind: ObjectKind::Catalog,
@@ -164,7 +175,11 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     }
     // LAST: only now does the snapshot exist.
     store
-        .put_small(&manifest_key(&settings.job, &id), Bytes::from(manifest.to_json()), &lock)
+        .put_small(
+            &manifest_key(&settings.job, &id),
+            Bytes::from(manifest.to_json()),
+            &lock,
+        )
         .await?;
     let duration = started.elapsed();
     tracing::info!(job = %settings.job, snapshot = %id, stored_bytes = manifest.stored_bytes(), payload_bytes = manifest.payload_bytes(), duration_s = duration.as_secs_f64(), "Backup completed.");
@@ -215,12 +230,10 @@ async fn store_stream<Src: Source, S: WriteStore>(
         let reader = SyncIoBridge::new(reader);
         let writer = PartWriter::new(tx, part_size);
         let (report, writer) = encode(reader, &recipients, compression, writer, &encode_cancel)?;
-        let tx = writer
-            .finish()
-            .map_err(|source| PipelineError::Io {
-                context: "handing the last part to the store",
-                source,
-            })?;
+        let tx = writer.finish().map_err(|source| PipelineError::Io {
+            context: "handing the last part to the store",
+            source,
+        })?;
         Ok::<_, PipelineError>((report, tx))
     });
     let finish = open.finish;
@@ -239,7 +252,9 @@ async fn store_stream<Src: Source, S: WriteStore>(
         };
         let meta = finish.await?;
         if tx.send(Chunk::Commit).await.is_err() {
-            return Err(BackupError::Internal("the store stopped before the commit".to_owned()));
+            return Err(BackupError::Internal(
+                "the store stopped before the commit".to_owned(),
+            ));
         }
         Ok((report, meta))
     };
@@ -257,7 +272,10 @@ async fn store_stream<Src: Source, S: WriteStore>(
             store: store.name().to_owned(),
             op: "verify size",
             key: key.to_owned(),
-            message: format!("store reports {} bytes, encoder wrote {}", receipt.size, report.stored_bytes),
+            message: format!(
+                "store reports {} bytes, encoder wrote {}",
+                receipt.size, report.stored_bytes
+            ),
         }));
     }
     Ok((report, receipt, meta))

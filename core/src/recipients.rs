@@ -10,8 +10,11 @@ use std::str::FromStr;
 pub struct RecipientsError(String);
 
 /// Every configured recipient, parsed; fails if there are none.
-pub fn load_recipients(cfg: &EncryptionConfig) -> Result<Vec<age::x25519::Recipient>, RecipientsError> {
-    let mut out: Vec<age::x25519::Recipient> = cfg.recipients.iter().map(|r| r.key.clone()).collect();
+pub fn load_recipients(
+    cfg: &EncryptionConfig,
+) -> Result<Vec<age::x25519::Recipient>, RecipientsError> {
+    let mut out: Vec<age::x25519::Recipient> =
+        cfg.recipients.iter().map(|r| r.key.clone()).collect();
     for path in &cfg.recipients_files {
         let text = std::fs::read_to_string(path).map_err(|e| {
             RecipientsError(format!(

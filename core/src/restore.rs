@@ -2,7 +2,9 @@
 //! manifest), and restore into a new file or a new database through `pg_restore`, refusing non-empty targets.
 
 use crate::pipeline::{decode, DecodeReport, PipelineError};
-use crate::snapshot::{Catalog, FormatError, Manifest, ObjectEntry, ObjectKind, SnapshotRef, SNAPSHOTS_DIR};
+use crate::snapshot::{
+    Catalog, FormatError, Manifest, ObjectEntry, ObjectKind, SnapshotRef, SNAPSHOTS_DIR,
+};
 use crate::source::conn::db_error;
 use crate::source::{find_pg_tools, ChildStream, ConnParams, SourceError};
 use crate::store::{ReadStore, StoreError};
@@ -35,7 +37,7 @@ pub enum RestoreError {
         object: String,
         /// Cause.
         #[source]
-        source: PipelineError,
+        source: Box<PipelineError>,
     },
     /// A manifest is unreadable.
     #[error("manifest of {snapshot} is unreadable: {source}")]
@@ -93,7 +95,10 @@ pub struct SnapshotListing {
 }
 
 /// Lists every snapshot (optionally of one job), oldest first. A snapshot is listed only if its manifest exists.
-pub async fn list_snapshots<S: ReadStore>(store: &S, job: Option<&str>) -> Result<Vec<SnapshotListing>, StoreError> {
+pub async fn list_snapshots<S: ReadStore>(
+    store: &S,
+    job: Option<&str>,
+) -> Result<Vec<SnapshotListing>, StoreError> {
     let prefix = match job {
         Some(j) => format!("{SNAPSHOTS_DIR}{j}/"),
         None => SNAPSHOTS_DIR.to_owned(),
@@ -114,8 +119,13 @@ pub async fn list_snapshots<S: ReadStore>(store: &S, job: Option<&str>) -> Resul
 }
 
 /// Reads and parses a snapshot's manifest.
-pub async fn read_manifest<S: ReadStore>(store: &S, snapshot: &SnapshotRef) -> Result<Manifest, RestoreError> {
-    let bytes = store.get_small(&snapshot.manifest_key(), MAX_MANIFEST_BYTES).await?;
+pub async fn read_manifest<S: ReadStore>(
+    store: &S,
+    snapshot: &SnapshotRef,
+) -> Result<Manifest, RestoreError> {
+    let bytes = store
+        .get_small(&snapshot.manifest_key(), MAX_MANIFEST_BYTES)
+        .await?;
     let manifest = Manifest::from_json(&bytes).map_err(|source| RestoreError::Format {
         snapshot: snapshot.to_string(),
         source,
@@ -143,16 +153,25 @@ pub async fn resolve_snapshot<S: ReadStore>(
     };
     let listing = list_snapshots(store, job_part).await?;
     let candidates: Vec<&SnapshotListing> = if id_part == "latest" {
-        let jobs: std::collections::BTreeSet<&str> = listing.iter().map(|l| l.snapshot.job.as_str()).collect();
+        let jobs: std::collections::BTreeSet<&str> =
+            listing.iter().map(|l| l.snapshot.job.as_str()).collect();
         if jobs.len() > 1 {
             return Err(RestoreError::Usage(format!(
                 "\"latest\" is ambiguous: the store has snapshots of several jobs ({}); add --job or write JOB/latest",
                 jobs.into_iter().collect::<Vec<_>>().join(", ")
             )));
         }
-        listing.iter().filter(|l| l.manifest.is_ok()).last().into_iter().collect()
+        listing
+            .iter()
+            .rev()
+            .find(|l| l.manifest.is_ok())
+            .into_iter()
+            .collect()
     } else {
-        listing.iter().filter(|l| l.snapshot.id.as_str() == id_part).collect()
+        listing
+            .iter()
+            .filter(|l| l.snapshot.id.as_str() == id_part)
+            .collect()
     };
     match candidates.as_slice() {
         [] => Err(RestoreError::NotFound(format!(
@@ -227,14 +246,20 @@ pub async fn restore_object<S: ReadStore, W: Write + Send + 'static>(
     .map_err(|e| RestoreError::Internal(e.to_string()))?
     .map_err(|source| RestoreError::Pipeline {
         object: name.clone(),
-        source,
+        source: Box::new(source),
     })?;
-    check_against_manifest(entry, &report).map_err(|source| RestoreError::Pipeline { object: name, source })?;
+    check_against_manifest(entry, &report).map_err(|source| RestoreError::Pipeline {
+        object: name,
+        source: Box::new(source),
+    })?;
     Ok((report, sink))
 }
 
 /// Compares what decoding measured with what the manifest promises.
-pub fn check_against_manifest(entry: &ObjectEntry, report: &DecodeReport) -> Result<(), PipelineError> {
+pub fn check_against_manifest(
+    entry: &ObjectEntry,
+    report: &DecodeReport,
+) -> Result<(), PipelineError> {
     if report.stored_bytes != entry.stored_bytes {
         return Err(PipelineError::SizeMismatch {
             what: "stored",
@@ -267,37 +292,80 @@ pub fn check_against_manifest(entry: &ObjectEntry, report: &DecodeReport) -> Res
 }
 
 /// Reads and decrypts a snapshot's catalog.
-pub async fn read_catalog<S: ReadStore>(store: &S, manifest: &Manifest, identities: Identities) -> Result<Catalog, RestoreError> {
+pub async fn read_catalog<S: ReadStore>(
+    store: &S,
+    manifest: &Manifest,
+    identities: Identities,
+) -> Result<Catalog, RestoreError> {
     let entry = manifest
         .objects
         .iter()
         .find(|o| o.kind == ObjectKind::Catalog)
         .ok_or_else(|| RestoreError::NotFound("the snapshot has no catalog".to_owned()))?;
-    let (_, bytes) = restore_object(store, entry, identities, Vec::new(), None, CancellationToken::new()).await?;
-    serde_json::from_slice(&bytes).map_err(|e| RestoreError::Internal(format!("catalog is not valid JSON: {e}")))
+    let (_, bytes) = restore_object(
+        store,
+        entry,
+        identities,
+        Vec::new(),
+        None,
+        CancellationToken::new(),
+    )
+    .await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RestoreError::Internal(format!("catalog is not valid JSON: {e}")))
 }
 
 /// Picks the object to restore: by name, by database, or the only database dump.
-pub fn select_object<'m>(manifest: &'m Manifest, object: Option<&str>, database: Option<&str>) -> Result<&'m ObjectEntry, RestoreError> {
-    let dumps: Vec<&ObjectEntry> = manifest.objects.iter().filter(|o| o.kind == ObjectKind::PgDumpCustom).collect();
-    let names = || manifest.objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
+pub fn select_object<'m>(
+    manifest: &'m Manifest,
+    object: Option<&str>,
+    database: Option<&str>,
+) -> Result<&'m ObjectEntry, RestoreError> {
+    let dumps: Vec<&ObjectEntry> = manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::PgDumpCustom)
+        .collect();
+    let names = || {
+        manifest
+            .objects
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(name) = object {
-        return manifest
-            .object(name)
-            .ok_or_else(|| RestoreError::NotFound(format!("snapshot has no object {name:?}; it has: {}", names())));
+        return manifest.object(name).ok_or_else(|| {
+            RestoreError::NotFound(format!(
+                "snapshot has no object {name:?}; it has: {}",
+                names()
+            ))
+        });
     }
     if let Some(db) = database {
         return dumps
             .into_iter()
             .find(|o| o.database.as_deref() == Some(db))
-            .ok_or_else(|| RestoreError::NotFound(format!("snapshot has no dump of database {db:?}; it has: {}", names())));
+            .ok_or_else(|| {
+                RestoreError::NotFound(format!(
+                    "snapshot has no dump of database {db:?}; it has: {}",
+                    names()
+                ))
+            });
     }
     match dumps.as_slice() {
         [one] => Ok(one),
-        [] => Err(RestoreError::NotFound(format!("snapshot has no database dump; it has: {}", names()))),
+        [] => Err(RestoreError::NotFound(format!(
+            "snapshot has no database dump; it has: {}",
+            names()
+        ))),
         _ => Err(RestoreError::Usage(format!(
             "snapshot has dumps of several databases ({}); choose one with --database",
-            dumps.iter().filter_map(|o| o.database.as_deref()).collect::<Vec<_>>().join(", ")
+            dumps
+                .iter()
+                .filter_map(|o| o.database.as_deref())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -328,9 +396,19 @@ pub async fn restore_to_file<S: ReadStore>(
             source: e,
         },
     })?;
-    match restore_object(store, entry, identities, file, progress, CancellationToken::new()).await {
+    match restore_object(
+        store,
+        entry,
+        identities,
+        file,
+        progress,
+        CancellationToken::new(),
+    )
+    .await
+    {
         Ok((report, file)) => {
-            file.sync_all().map_err(io(format!("syncing {}", path.display())))?;
+            file.sync_all()
+                .map_err(io(format!("syncing {}", path.display())))?;
             Ok(report)
         }
         Err(e) => {
@@ -403,11 +481,19 @@ pub async fn restore_to_database<S: ReadStore>(
         .source
         .tools
         .iter()
-        .filter_map(|t| t.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())))
+        .filter_map(|t| {
+            t.split_whitespace()
+                .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        })
         .filter_map(|v| v.split('.').next()?.parse::<u32>().ok())
         .max()
         .unwrap_or(0);
-    let tools = find_pg_tools(server_major.max(dump_major), target.pg_bin_dir.as_deref(), &target.search_dirs).await?;
+    let tools = find_pg_tools(
+        server_major.max(dump_major),
+        target.pg_bin_dir.as_deref(),
+        &target.search_dirs,
+    )
+    .await?;
 
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
@@ -439,18 +525,31 @@ pub async fn restore_to_database<S: ReadStore>(
             )));
         }
     } else {
-        let sql = format!("CREATE DATABASE {} TEMPLATE template0", crate::source::quote_ident(&dbname));
-        admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| RestoreError::Database(format!("creating database {dbname:?}: {}", db_error(&e))))?;
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE template0",
+            crate::source::quote_ident(&dbname)
+        );
+        admin.batch_execute(&sql).await.map_err(|e| {
+            RestoreError::Database(format!("creating database {dbname:?}: {}", db_error(&e)))
+        })?;
         tracing::info!(database = %dbname, "Created the target database.");
     }
 
     let mut globals_errors = Vec::new();
     if target.with_globals {
-        if let Some(globals) = manifest.objects.iter().find(|o| o.kind == ObjectKind::GlobalsSql) {
-            globals_errors = restore_globals(store, globals, identities.clone(), &tools.tool("psql"), target).await?;
+        if let Some(globals) = manifest
+            .objects
+            .iter()
+            .find(|o| o.kind == ObjectKind::GlobalsSql)
+        {
+            globals_errors = restore_globals(
+                store,
+                globals,
+                identities.clone(),
+                &tools.tool("psql"),
+                target,
+            )
+            .await?;
         }
     }
 
@@ -465,7 +564,15 @@ pub async fn restore_to_database<S: ReadStore>(
         cmd.arg("--no-owner").arg("--no-privileges");
     }
     let (child, stdin) = ChildStream::spawn_sink(cmd, "pg_restore")?;
-    let restored = restore_object(store, dump, identities, SyncIoBridge::new(stdin), progress, CancellationToken::new()).await;
+    let restored = restore_object(
+        store,
+        dump,
+        identities,
+        SyncIoBridge::new(stdin),
+        progress,
+        CancellationToken::new(),
+    )
+    .await;
     let report = match restored {
         Ok((report, stdin)) => {
             drop(stdin);
@@ -492,7 +599,15 @@ async fn restore_globals<S: ReadStore>(
     psql: &Path,
     target: &DatabaseTarget,
 ) -> Result<Vec<String>, RestoreError> {
-    let (_, sql) = restore_object(store, globals, identities, Vec::new(), None, CancellationToken::new()).await?;
+    let (_, sql) = restore_object(
+        store,
+        globals,
+        identities,
+        Vec::new(),
+        None,
+        CancellationToken::new(),
+    )
+    .await?;
     let mut cmd = Command::new(psql);
     for (k, v) in target.conn.child_env() {
         cmd.env(k, v);
@@ -502,7 +617,10 @@ async fn restore_globals<S: ReadStore>(
         .arg("--no-password")
         .arg("-v")
         .arg("ON_ERROR_STOP=0")
-        .arg(format!("--dbname={}", target.conn.with_dbname("postgres").conninfo()));
+        .arg(format!(
+            "--dbname={}",
+            target.conn.with_dbname("postgres").conninfo()
+        ));
     let (child, mut stdin) = ChildStream::spawn_sink(cmd, "psql")?;
     tokio::io::AsyncWriteExt::write_all(&mut stdin, &sql)
         .await

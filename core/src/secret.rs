@@ -93,7 +93,11 @@ mod tests {
         std::fs::write(&p, "s3cr3t\n").unwrap();
         let s = resolve("password", &SecretRef::File(p)).unwrap();
         assert_eq!(s.expose(), "s3cr3t");
-        let e = resolve("password", &SecretRef::Env("LIFEBOAT_TEST_SURELY_UNSET".into())).unwrap_err();
+        let e = resolve(
+            "password",
+            &SecretRef::Env("LIFEBOAT_TEST_SURELY_UNSET".into()),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("LIFEBOAT_TEST_SURELY_UNSET"));
     }
 }

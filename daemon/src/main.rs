@@ -16,7 +16,13 @@ use tokio_util::sync::CancellationToken;
 )]
 struct Args {
     /// Configuration file.
-    #[arg(long, short = 'c', env = "LIFEBOAT_CONFIG", default_value = "/etc/lifeboat/lifeboat.toml", global = true)]
+    #[arg(
+        long,
+        short = 'c',
+        env = "LIFEBOAT_CONFIG",
+        default_value = "/etc/lifeboat/lifeboat.toml",
+        global = true
+    )]
     config: PathBuf,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -50,9 +56,12 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -97,7 +106,9 @@ async fn run(args: Args) -> i32 {
             let on_signal = cancel.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    tracing::warn!("Interrupted: cancelling the running backup (no manifest will be written).");
+                    tracing::warn!(
+                        "Interrupted: cancelling the running backup (no manifest will be written)."
+                    );
                     on_signal.cancel();
                 }
             });
@@ -117,10 +128,18 @@ async fn run(args: Args) -> i32 {
         Some(Command::Check { json }) => {
             let probes = check::run_checks(&config).await;
             if json {
-                println!("{}", serde_json::to_string_pretty(&probes).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&probes).unwrap_or_default()
+                );
             } else {
                 for p in &probes {
-                    println!("{} {}: {}", if p.ok { "ok  " } else { "FAIL" }, p.what, p.detail);
+                    println!(
+                        "{} {}: {}",
+                        if p.ok { "ok  " } else { "FAIL" },
+                        p.what,
+                        p.detail
+                    );
                 }
             }
             if probes.iter().all(|p| p.ok) {

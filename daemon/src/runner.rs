@@ -18,7 +18,13 @@ pub enum JobError {
     Config(String),
     /// The backup itself failed (exit code 1).
     #[error(transparent)]
-    Backup(#[from] BackupError),
+    Backup(Box<BackupError>),
+}
+
+impl From<BackupError> for JobError {
+    fn from(e: BackupError) -> Self {
+        JobError::Backup(Box::new(e))
+    }
 }
 
 impl JobError {
@@ -56,9 +62,13 @@ pub fn job<'c>(config: &'c Config, name: &str) -> Result<&'c JobConfig, JobError
 pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobError> {
     let job = job(config, name)?;
     let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
-        JobError::Config(format!("job {name:?} names store {:?}, which is not configured", job.store))
+        JobError::Config(format!(
+            "job {name:?} names store {:?}, which is not configured",
+            job.store
+        ))
     })?;
-    let recipients = load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
+    let recipients =
+        load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
     let source = match &job.source {
         SourceConfig::Postgres(pg) => PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
             .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
@@ -89,8 +99,18 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
 }
 
 /// Runs one job now.
-pub async fn run_job(config: &Config, name: &str, cancel: CancellationToken) -> Result<BackupReport, JobError> {
+pub async fn run_job(
+    config: &Config,
+    name: &str,
+    cancel: CancellationToken,
+) -> Result<BackupReport, JobError> {
     let mut prepared = prepare(config, name).await?;
-    let report = run_backup(&mut prepared.source, &prepared.store, &prepared.settings, cancel).await?;
+    let report = run_backup(
+        &mut prepared.source,
+        &prepared.store,
+        &prepared.settings,
+        cancel,
+    )
+    .await?;
     Ok(report)
 }

@@ -23,7 +23,13 @@ const EXIT_USAGE: i32 = 2;
 )]
 struct Args {
     /// Configuration file (the same format as the daemon's; only [stores] are needed).
-    #[arg(long, short = 'c', env = "LIFEBOAT_CONFIG", default_value = "/etc/lifeboat/lifeboat.toml", global = true)]
+    #[arg(
+        long,
+        short = 'c',
+        env = "LIFEBOAT_CONFIG",
+        default_value = "/etc/lifeboat/lifeboat.toml",
+        global = true
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -32,13 +38,19 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List complete snapshots (those with a manifest), oldest first.
-    #[command(after_help = "Examples:\n  lifeboat snapshots\n  lifeboat snapshots --job main-db --json")]
+    #[command(
+        after_help = "Examples:\n  lifeboat snapshots\n  lifeboat snapshots --job main-db --json"
+    )]
     Snapshots(cmd::snapshots::SnapshotsArgs),
     /// Restore a snapshot into a new database or a new file.
-    #[command(after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n\nThe target database is created if absent. A database that already has tables, or an existing file,\nis only written with --confirm naming it exactly.")]
+    #[command(
+        after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n\nThe target database is created if absent. A database that already has tables, or an existing file,\nis only written with --confirm naming it exactly."
+    )]
     Restore(cmd::restore::RestoreArgs),
     /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
-    #[command(after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients")]
+    #[command(
+        after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
+    )]
     Keygen(cmd::keygen::KeygenArgs),
 }
 

@@ -1,1 +1,10 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `lifeboatd` and `lifeboat` binaries against real PostgreSQL clusters,
+//! the fs store, and real S3 servers with Object Lock (Ceph RGW, moto) started by `tests/run`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod backup_restore;
+mod common;
+mod config_errors;
+mod failures;
+mod large;
+mod store_suite;

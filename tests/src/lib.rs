@@ -1,1 +1,9 @@
-//! Test harness.
+//! Lifeboat's test harness: throw-away PostgreSQL clusters, fixtures and fingerprints, the real S3 tiers
+//! (Ceph RGW, moto) and helpers to run the built binaries. Failing loudly is its job, hence the allows.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+pub mod compare;
+pub mod fixture;
+pub mod lifeboat;
+pub mod postgres;
+pub mod s3;
+pub mod skip;

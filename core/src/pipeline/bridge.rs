@@ -60,7 +60,10 @@ impl PartWriter {
     fn send_part(&mut self) -> io::Result<()> {
         let part = self.buf.split().freeze();
         self.tx.blocking_send(Chunk::Part(part)).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the store stopped accepting parts")
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the store stopped accepting parts",
+            )
         })?;
         self.parts_sent += 1;
         Ok(())

@@ -99,7 +99,10 @@ mod tests {
         .unwrap();
         assert_eq!(enc.payload_bytes, payload.len() as u64);
         assert_eq!(enc.stored_bytes, stored.len() as u64);
-        assert!(stored.len() < payload.len() / 10, "compressible data compresses");
+        assert!(
+            stored.len() < payload.len() / 10,
+            "compressible data compresses"
+        );
         let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id)];
         let (dec, out) = decode(&stored[..], &ids, Vec::new(), &CancellationToken::new()).unwrap();
         assert_eq!(out, payload);
@@ -113,11 +116,19 @@ mod tests {
         let (id1, r1) = key();
         let (id2, r2) = key();
         let (id3, _) = key();
-        let (_, stored) =
-            encode_to_vec(b"hello", &[r1, r2], EncodeSettings { level: 1, threads: 2 }).unwrap();
+        let (_, stored) = encode_to_vec(
+            b"hello",
+            &[r1, r2],
+            EncodeSettings {
+                level: 1,
+                threads: 2,
+            },
+        )
+        .unwrap();
         for id in [id1, id2] {
             let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id)];
-            let (_, out) = decode(&stored[..], &ids, Vec::new(), &CancellationToken::new()).unwrap();
+            let (_, out) =
+                decode(&stored[..], &ids, Vec::new(), &CancellationToken::new()).unwrap();
             assert_eq!(out, b"hello");
         }
         let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id3)];
@@ -130,7 +141,8 @@ mod tests {
     #[test]
     fn tampered_ciphertext_is_refused() {
         let (id, r) = key();
-        let (_, mut stored) = encode_to_vec(&[1u8; 100_000], &[r], EncodeSettings::default()).unwrap();
+        let (_, mut stored) =
+            encode_to_vec(&[1u8; 100_000], &[r], EncodeSettings::default()).unwrap();
         let last = stored.len() - 20;
         stored[last] ^= 0x55;
         let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id)];

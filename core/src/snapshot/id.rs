@@ -15,7 +15,9 @@ pub struct SnapshotId(String);
 
 /// Why a string is not a snapshot id.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid snapshot id {0:?}: expected YYYYMMDDTHHMMSSZ-xxxxxx (e.g. 20261126T011530Z-k3v9qa)")]
+#[error(
+    "invalid snapshot id {0:?}: expected YYYYMMDDTHHMMSSZ-xxxxxx (e.g. 20261126T011530Z-k3v9qa)"
+)]
 pub struct SnapshotIdError(String);
 
 impl SnapshotId {

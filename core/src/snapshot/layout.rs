@@ -68,7 +68,10 @@ mod tests {
     fn manifest_keys_round_trip() {
         let id: SnapshotId = "20261126T011530Z-abcdef".parse().unwrap();
         let key = manifest_key("main-db", &id);
-        assert_eq!(key, "snapshots/main-db/20261126T011530Z-abcdef/manifest.json");
+        assert_eq!(
+            key,
+            "snapshots/main-db/20261126T011530Z-abcdef/manifest.json"
+        );
         let r = SnapshotRef::from_manifest_key(&key).unwrap();
         assert_eq!(r.job, "main-db");
         assert_eq!(r.id, id);

@@ -109,7 +109,10 @@ pub trait Source: Send + Sync {
     fn prepare(&mut self) -> impl Future<Output = Result<SourcePlan, SourceError>> + Send;
 
     /// Starts producing one planned stream.
-    fn open(&self, spec: &StreamSpec) -> impl Future<Output = Result<OpenStream, SourceError>> + Send;
+    fn open(
+        &self,
+        spec: &StreamSpec,
+    ) -> impl Future<Output = Result<OpenStream, SourceError>> + Send;
 }
 
 /// A key-safe object name for a database dump: `[A-Za-z0-9._-]` kept, everything else percent-encoded.

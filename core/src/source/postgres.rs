@@ -4,7 +4,9 @@
 use super::conn::{db_error, ConnParams};
 use super::pgtools::{find_pg_tools, PgTools};
 use super::process::ChildStream;
-use super::{dump_object_name, OpenStream, Source, SourceError, SourcePlan, StreamMeta, StreamSpec};
+use super::{
+    dump_object_name, OpenStream, Source, SourceError, SourcePlan, StreamMeta, StreamSpec,
+};
 use crate::secret::resolve;
 use crate::snapshot::{CatalogDatabase, CatalogTable, ObjectKind, SourceIdentity};
 use lifeboat_config::{Databases, PostgresJob};
@@ -35,7 +37,11 @@ pub fn quote_ident(name: &str) -> String {
 
 impl PostgresSource {
     /// Builds the source from a job's config; resolves the password reference.
-    pub fn new(job_name: &str, job: &PostgresJob, search_dirs: &[PathBuf]) -> Result<PostgresSource, SourceError> {
+    pub fn new(
+        job_name: &str,
+        job: &PostgresJob,
+        search_dirs: &[PathBuf],
+    ) -> Result<PostgresSource, SourceError> {
         let password = match &job.password {
             Some(r) => Some(resolve(&format!("jobs.{job_name}.password"), r)?),
             None => None,
@@ -87,14 +93,19 @@ impl PostgresSource {
 
     async fn open_database(&self, database: &str) -> Result<OpenStream, SourceError> {
         let params = self.conn.with_dbname(database);
-        let client = params.connect().await.map_err(|message| SourceError::Database {
-            context: format!("connecting to database {database:?}"),
-            message,
-        })?;
+        let client = params
+            .connect()
+            .await
+            .map_err(|message| SourceError::Database {
+                context: format!("connecting to database {database:?}"),
+                message,
+            })?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
-            .map_err(db_err(format!("starting the dump transaction in {database:?}")))?;
+            .map_err(db_err(format!(
+                "starting the dump transaction in {database:?}"
+            )))?;
         let snapshot: String = client
             .query_one("SELECT pg_export_snapshot()", &[])
             .await
@@ -111,22 +122,27 @@ impl PostgresSource {
 
         // Count rows in the same snapshot while pg_dump streams; the transaction stays open until both finish.
         let db_name = database.to_owned();
+        // The exporting transaction must stay open until pg_dump has exited, so COMMIT waits for it.
         let counts = tokio::spawn(async move {
             let tables = count_rows(&client, &db_name).await;
-            let commit = client.batch_execute("COMMIT").await;
-            (tables, commit)
+            (tables, client)
         });
         let db_name = database.to_owned();
         Ok(OpenStream {
             reader: Box::pin(stdout),
             finish: Box::pin(async move {
                 child.finish().await?;
-                let (tables, commit) = counts.await.map_err(|e| SourceError::Database {
+                let (tables, client) = counts.await.map_err(|e| SourceError::Database {
                     context: format!("counting rows in {db_name:?}"),
                     message: e.to_string(),
                 })?;
                 let tables = tables?;
-                commit.map_err(db_err(format!("ending the dump transaction in {db_name:?}")))?;
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(db_err(format!(
+                        "ending the dump transaction in {db_name:?}"
+                    )))?;
                 Ok(StreamMeta {
                     catalog: Some(CatalogDatabase {
                         name: db_name,
@@ -139,7 +155,10 @@ impl PostgresSource {
     }
 }
 
-async fn count_rows(client: &tokio_postgres::Client, database: &str) -> Result<Vec<CatalogTable>, SourceError> {
+async fn count_rows(
+    client: &tokio_postgres::Client,
+    database: &str,
+) -> Result<Vec<CatalogTable>, SourceError> {
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text
@@ -158,11 +177,17 @@ async fn count_rows(client: &tokio_postgres::Client, database: &str) -> Result<V
     for row in rows {
         let schema: String = row.get(0);
         let name: String = row.get(1);
-        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&name));
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        );
         let count: i64 = client
             .query_one(&sql, &[])
             .await
-            .map_err(db_err(format!("counting rows of {schema}.{name} in {database:?}")))?
+            .map_err(db_err(format!(
+                "counting rows of {schema}.{name} in {database:?}"
+            )))?
             .get(0);
         tables.push(CatalogTable {
             schema,
@@ -175,10 +200,14 @@ async fn count_rows(client: &tokio_postgres::Client, database: &str) -> Result<V
 
 impl Source for PostgresSource {
     async fn prepare(&mut self) -> Result<SourcePlan, SourceError> {
-        let client = self.conn.connect().await.map_err(|message| SourceError::Database {
-            context: "connecting to the source server".to_owned(),
-            message,
-        })?;
+        let client = self
+            .conn
+            .connect()
+            .await
+            .map_err(|message| SourceError::Database {
+                context: "connecting to the source server".to_owned(),
+                message,
+            })?;
         let version_num: String = client
             .query_one("SHOW server_version_num", &[])
             .await
@@ -215,7 +244,8 @@ impl Source for PostgresSource {
                 list.clone()
             }
         };
-        let tools = find_pg_tools(server_major, self.pg_bin_dir.as_deref(), &self.search_dirs).await?;
+        let tools =
+            find_pg_tools(server_major, self.pg_bin_dir.as_deref(), &self.search_dirs).await?;
         tracing::debug!(bin_dir = %tools.bin_dir.display(), version = %tools.version, "Using PostgreSQL client tools.");
         let mut streams = vec![StreamSpec {
             name: "globals.sql".to_owned(),
@@ -244,7 +274,10 @@ impl Source for PostgresSource {
         match (&spec.kind, &spec.database) {
             (ObjectKind::GlobalsSql, _) => self.open_globals().await,
             (ObjectKind::PgDumpCustom, Some(db)) => self.open_database(db).await,
-            _ => Err(SourceError::Config(format!("stream {} is not produced by this source", spec.name))),
+            _ => Err(SourceError::Config(format!(
+                "stream {} is not produced by this source",
+                spec.name
+            ))),
         }
     }
 }

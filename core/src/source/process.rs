@@ -19,7 +19,10 @@ pub struct ChildStream {
 
 impl ChildStream {
     /// Spawns `cmd` with stdout piped (returned) and stderr collected. The child is killed if this is dropped.
-    pub fn spawn(mut cmd: Command, program: &str) -> Result<(ChildStream, ChildStdout), SourceError> {
+    pub fn spawn(
+        mut cmd: Command,
+        program: &str,
+    ) -> Result<(ChildStream, ChildStdout), SourceError> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -47,7 +50,10 @@ impl ChildStream {
 
     /// Spawns `cmd` with stdin piped (returned) for the caller to stream into; stdout is discarded and
     /// stderr collected. The child is killed if this is dropped.
-    pub fn spawn_sink(mut cmd: Command, program: &str) -> Result<(ChildStream, tokio::process::ChildStdin), SourceError> {
+    pub fn spawn_sink(
+        mut cmd: Command,
+        program: &str,
+    ) -> Result<(ChildStream, tokio::process::ChildStdin), SourceError> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -75,16 +81,26 @@ impl ChildStream {
 
     /// Waits for the child; fails on a non-zero exit, a signal, or any `error`/`FATAL` line on stderr.
     pub async fn finish(mut self) -> Result<(), SourceError> {
-        let status = self.child.wait().await.map_err(|e| SourceError::ChildFailed {
-            program: self.program.clone(),
-            status: "could not be waited for".to_owned(),
-            stderr: e.to_string(),
-        })?;
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| SourceError::ChildFailed {
+                program: self.program.clone(),
+                status: "could not be waited for".to_owned(),
+                stderr: e.to_string(),
+            })?;
         let lines = (&mut self.stderr).await.unwrap_or_default();
         let errors: Vec<&String> = lines.iter().filter(|l| is_error_line(l)).collect();
         if !status.success() || !errors.is_empty() {
             let shown: Vec<&str> = if errors.is_empty() {
-                lines.iter().rev().take(10).rev().map(String::as_str).collect()
+                lines
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .rev()
+                    .map(String::as_str)
+                    .collect()
             } else {
                 errors.iter().take(10).map(|s| s.as_str()).collect()
             };
@@ -118,7 +134,9 @@ fn is_error_line(line: &str) -> bool {
 }
 
 async fn collect_stderr(program: &str, stderr: Option<tokio::process::ChildStderr>) -> Vec<String> {
-    let Some(stderr) = stderr else { return Vec::new() };
+    let Some(stderr) = stderr else {
+        return Vec::new();
+    };
     let mut lines = BufReader::new(stderr).lines();
     let mut kept = Vec::new();
     let mut size = 0usize;

@@ -1,11 +1,11 @@
 //! `AnyStore`: the closed set of store kinds (s3, fs), dispatched with a `match`, built from a store's config.
 //! Building resolves secret references and checks nothing else; the backup checks the lock status itself.
 
+use super::s3::S3Credentials;
 use super::{
     AdminStore, FsStore, LockStatus, ObjectInfo, ObjectReader, PutReceipt, ReadStore, S3Store,
     StoreError, WriteStore,
 };
-use super::s3::S3Credentials;
 use crate::pipeline::PartReceiver;
 use crate::secret::{resolve, SecretError};
 use bytes::Bytes;
@@ -37,7 +37,9 @@ impl AnyStore {
     /// Builds the store named in `cfg`.
     pub async fn build(cfg: &StoreConfig) -> Result<AnyStore, BuildStoreError> {
         match &cfg.kind {
-            StoreKind::Fs(fs) => Ok(AnyStore::Fs(FsStore::open(&cfg.name, &fs.path, &fs.prefix)?)),
+            StoreKind::Fs(fs) => Ok(AnyStore::Fs(FsStore::open(
+                &cfg.name, &fs.path, &fs.prefix,
+            )?)),
             StoreKind::S3(s3) => {
                 let credentials = match (&s3.access_key_id, &s3.secret_access_key) {
                     (Some(id), Some(secret)) => Some(S3Credentials {
@@ -47,13 +49,17 @@ impl AnyStore {
                             secret,
                         )?,
                         session_token: match &s3.session_token {
-                            Some(t) => Some(resolve(&format!("stores.{}.session_token", cfg.name), t)?),
+                            Some(t) => {
+                                Some(resolve(&format!("stores.{}.session_token", cfg.name), t)?)
+                            }
                             None => None,
                         },
                     }),
                     _ => None,
                 };
-                Ok(AnyStore::S3(S3Store::connect(&cfg.name, s3, credentials).await?))
+                Ok(AnyStore::S3(
+                    S3Store::connect(&cfg.name, s3, credentials).await?,
+                ))
             }
         }
     }
@@ -90,10 +96,20 @@ impl ReadStore for AnyStore {
 }
 
 impl WriteStore for AnyStore {
-    async fn put_stream(&self, key: &str, parts: PartReceiver, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn put_stream(
+        &self,
+        key: &str,
+        parts: PartReceiver,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
         dispatch!(self, s => s.put_stream(key, parts, lock).await)
     }
-    async fn put_small(&self, key: &str, body: Bytes, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
         dispatch!(self, s => s.put_small(key, body, lock).await)
     }
 }

@@ -55,9 +55,9 @@ impl FsStore {
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         let safe = !key.is_empty()
             && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(".lifeboat"));
+            && key.split('/').all(|seg| {
+                !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(".lifeboat")
+            });
         if !safe {
             return Err(self.err("resolve key", key, "invalid key".to_owned()));
         }
@@ -127,7 +127,9 @@ impl FsStore {
         f.write_all(&body)
             .await
             .map_err(self.io_err("write lock record", key))?;
-        f.sync_all().await.map_err(self.io_err("sync lock record", key))?;
+        f.sync_all()
+            .await
+            .map_err(self.io_err("sync lock record", key))?;
         drop(f);
         set_read_only(&path).await;
         Ok(ObjectLock {
@@ -137,7 +139,12 @@ impl FsStore {
     }
 
     /// Moves a finished partial file into place without ever replacing an existing object.
-    async fn publish(&self, partial: &Path, key: &str, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn publish(
+        &self,
+        partial: &Path,
+        key: &str,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
         let dest = self.path_of(key)?;
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
             return Err(StoreError::AlreadyExists {
@@ -148,13 +155,15 @@ impl FsStore {
         // The lock record exists before the object does, so the object is never visible unlocked.
         let applied = self.write_lock(key, lock).await?;
         set_read_only(partial).await;
-        tokio::fs::hard_link(partial, &dest).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
-                store: self.name.clone(),
-                key: key.to_owned(),
-            },
-            _ => self.err("publish", key, e.to_string()),
-        })?;
+        tokio::fs::hard_link(partial, &dest)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
+                    store: self.name.clone(),
+                    key: key.to_owned(),
+                },
+                _ => self.err("publish", key, e.to_string()),
+            })?;
         tokio::fs::remove_file(partial)
             .await
             .map_err(self.io_err("remove partial file", key))?;
@@ -256,11 +265,16 @@ impl ReadStore for FsStore {
             return Err(self.err(
                 "read",
                 key,
-                format!("object is {} bytes, more than the {max_bytes} expected", info.size),
+                format!(
+                    "object is {} bytes, more than the {max_bytes} expected",
+                    info.size
+                ),
             ));
         }
         let path = self.path_of(key)?;
-        let bytes = tokio::fs::read(&path).await.map_err(self.io_err("read", key))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(self.io_err("read", key))?;
         Ok(Bytes::from(bytes))
     }
 
@@ -306,10 +320,17 @@ impl WriteStore for FsStore {
         result
     }
 
-    async fn put_small(&self, key: &str, body: Bytes, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
         let (partial, mut file) = self.create_partial(key).await?;
         let result = async {
-            file.write_all(&body).await.map_err(self.io_err("write", key))?;
+            file.write_all(&body)
+                .await
+                .map_err(self.io_err("write", key))?;
             file.sync_all().await.map_err(self.io_err("sync", key))?;
             self.publish(&partial, key, lock).await
         }
@@ -361,7 +382,9 @@ fn walk(root: &Path, prefix: &str) -> std::io::Result<Vec<(String, u64)>> {
             }
             let path = entry.path();
             let ty = entry.file_type()?;
-            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
             let key = rel.to_string_lossy().into_owned();
             if ty.is_dir() {
                 let dir_key = format!("{key}/");
@@ -397,21 +420,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open("local", dir.path(), "p/").unwrap();
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Chunk::Part(Bytes::from_static(b"hello "))).await.unwrap();
-        tx.send(Chunk::Part(Bytes::from_static(b"world"))).await.unwrap();
+        tx.send(Chunk::Part(Bytes::from_static(b"hello ")))
+            .await
+            .unwrap();
+        tx.send(Chunk::Part(Bytes::from_static(b"world")))
+            .await
+            .unwrap();
         tx.send(Chunk::Commit).await.unwrap();
         let receipt = store.put_stream("a/b.bin", rx, &lock(1)).await.unwrap();
         assert_eq!(receipt.size, 11);
         assert_eq!(receipt.lock.mode, "COMPLIANCE");
 
         let mut body = String::new();
-        store.get("a/b.bin").await.unwrap().read_to_string(&mut body).await.unwrap();
+        store
+            .get("a/b.bin")
+            .await
+            .unwrap()
+            .read_to_string(&mut body)
+            .await
+            .unwrap();
         assert_eq!(body, "hello world");
         let listed = store.list("a/").await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].key, "a/b.bin");
 
-        let again = store.put_small("a/b.bin", Bytes::from_static(b"x"), &lock(1)).await;
+        let again = store
+            .put_small("a/b.bin", Bytes::from_static(b"x"), &lock(1))
+            .await;
         assert!(matches!(again, Err(StoreError::AlreadyExists { .. })));
         let del = store.delete_version("a/b.bin", None).await;
         assert!(matches!(del, Err(StoreError::DeleteRefused { .. })));
@@ -423,7 +458,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open("local", dir.path(), "").unwrap();
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Chunk::Part(Bytes::from_static(b"half"))).await.unwrap();
+        tx.send(Chunk::Part(Bytes::from_static(b"half")))
+            .await
+            .unwrap();
         drop(tx);
         let r = store.put_stream("x/y", rx, &lock(1)).await;
         assert!(matches!(r, Err(StoreError::Aborted { .. })));
@@ -436,7 +473,10 @@ mod tests {
     async fn expired_objects_can_be_deleted_by_admin() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open("local", dir.path(), "").unwrap();
-        store.put_small("k", Bytes::from_static(b"1"), &lock(-1)).await.unwrap();
+        store
+            .put_small("k", Bytes::from_static(b"1"), &lock(-1))
+            .await
+            .unwrap();
         store.delete_version("k", None).await.unwrap();
         assert!(store.head("k").await.unwrap_err().is_not_found());
     }
@@ -446,7 +486,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open("local", dir.path(), "").unwrap();
         for bad in ["../x", "/etc/passwd", "a/../../b", ".lifeboat-locks/x"] {
-            assert!(store.put_small(bad, Bytes::from_static(b"1"), &lock(1)).await.is_err(), "{bad}");
+            assert!(
+                store
+                    .put_small(bad, Bytes::from_static(b"1"), &lock(1))
+                    .await
+                    .is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -64,7 +64,8 @@ impl ObjectLock {
                     || (mode == LockMode::Governance && self.mode == "COMPLIANCE");
                 let until_ok = match (self.retain_until, wanted.retain_until) {
                     (_, None) => true,
-                    (Some(have), Some(want)) => have >= want,
+                    // Stores keep whole seconds.
+                    (Some(have), Some(want)) => have.timestamp() >= want.timestamp(),
                     (None, Some(_)) => false,
                 };
                 mode_ok && until_ok
@@ -192,7 +193,10 @@ pub trait ReadStore: Send + Sync {
     fn name(&self) -> &str;
 
     /// Lists objects whose key starts with `prefix` (relative to the store prefix), sorted by key.
-    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectInfo>, StoreError>> + Send;
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, StoreError>> + Send;
 
     /// Metadata of one object, including its lock.
     fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;

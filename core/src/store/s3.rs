@@ -123,8 +123,12 @@ impl S3Store {
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.path_style)
             // We send Content-MD5 ourselves on every part; SDK-added checksums trip some stores.
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
         if let Some(endpoint) = &cfg.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -219,7 +223,9 @@ impl S3Store {
                 wanted: format!(
                     "{} until {}",
                     lock.mode_name(),
-                    lock.retain_until.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    lock.retain_until
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
                 ),
                 got: format!(
                     "{} until {}",
@@ -234,7 +240,11 @@ impl S3Store {
         Ok((applied, version_id, after.size))
     }
 
-    async fn head_version(&self, key: &str, version_id: Option<&str>) -> Result<ObjectInfo, StoreError> {
+    async fn head_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo, StoreError> {
         let out = self
             .client
             .head_object()
@@ -263,6 +273,19 @@ impl S3Store {
             version_id: out.version_id().map(str::to_owned),
             lock,
         })
+    }
+
+    /// Objects are written once. `If-None-Match: *` enforces that where the store supports it (AWS, moto);
+    /// Ceph RGW 16 ignores it, so check first as well (a race remains there, but keys hold a random id).
+    async fn refuse_existing(&self, key: &str) -> Result<(), StoreError> {
+        match self.head_version(key, None).await {
+            Ok(_) => Err(StoreError::AlreadyExists {
+                store: self.name.clone(),
+                key: key.to_owned(),
+            }),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn upload_parts(
@@ -298,7 +321,11 @@ impl S3Store {
                 Some(Chunk::Part(bytes)) => {
                     part_number += 1;
                     if part_number > 10_000 {
-                        return Err(self.backend("UploadPart", key, "more than 10,000 parts: raise part_size".to_owned()));
+                        return Err(self.backend(
+                            "UploadPart",
+                            key,
+                            "more than 10,000 parts: raise part_size".to_owned(),
+                        ));
                     }
                     let client = self.client.clone();
                     let (bucket, full, upload_id, key_owned, store) = (
@@ -399,7 +426,9 @@ impl ReadStore for S3Store {
             let page = page.map_err(|e| self.backend("ListObjectsV2", prefix, render(&e)))?;
             for obj in page.contents() {
                 let Some(full) = obj.key() else { continue };
-                let Some(key) = full.strip_prefix(&self.prefix) else { continue };
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
                 out.push(ObjectInfo {
                     key: key.to_owned(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
@@ -510,7 +539,9 @@ impl ReadStore for S3Store {
             }
             Err(e) => {
                 let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-                if code == "ObjectLockConfigurationNotFoundError" || code == "ObjectLockConfigurationNotFound" {
+                if code == "ObjectLockConfigurationNotFoundError"
+                    || code == "ObjectLockConfigurationNotFound"
+                {
                     Ok(LockStatus {
                         enabled: false,
                         detail: format!("bucket {} does not have Object Lock enabled", self.bucket),
@@ -524,7 +555,13 @@ impl ReadStore for S3Store {
 }
 
 impl WriteStore for S3Store {
-    async fn put_stream(&self, key: &str, mut parts: PartReceiver, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn put_stream(
+        &self,
+        key: &str,
+        mut parts: PartReceiver,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
+        self.refuse_existing(key).await?;
         let full = self.full_key(key);
         let created = self
             .client
@@ -542,7 +579,13 @@ impl WriteStore for S3Store {
             .map_err(|e| self.backend("CreateMultipartUpload", key, render(&e)))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| self.backend("CreateMultipartUpload", key, "no upload id in the answer".to_owned()))?
+            .ok_or_else(|| {
+                self.backend(
+                    "CreateMultipartUpload",
+                    key,
+                    "no upload id in the answer".to_owned(),
+                )
+            })?
             .to_owned();
         let completed = match self.upload_parts(&full, key, &upload_id, &mut parts).await {
             Ok(done) => done,
@@ -558,7 +601,11 @@ impl WriteStore for S3Store {
             .key(&full)
             .upload_id(&upload_id)
             .if_none_match("*")
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .send()
             .await;
         let out = match complete {
@@ -579,7 +626,13 @@ impl WriteStore for S3Store {
         })
     }
 
-    async fn put_small(&self, key: &str, body: Bytes, lock: &LockSpec) -> Result<PutReceipt, StoreError> {
+    async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        lock: &LockSpec,
+    ) -> Result<PutReceipt, StoreError> {
+        self.refuse_existing(key).await?;
         let md5 = md5_b64(&body);
         let out = self
             .client
@@ -632,7 +685,9 @@ impl AdminStore for S3Store {
             .await
             .map_err(|e| {
                 let status = e.raw_response().map(|r| r.status().as_u16());
-                if status == Some(403) || e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied") {
+                if status == Some(403)
+                    || e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied")
+                {
                     StoreError::DeleteRefused {
                         store: self.name.clone(),
                         key: key.to_owned(),

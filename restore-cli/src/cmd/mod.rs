@@ -43,13 +43,19 @@ pub fn load_config(path: &Path) -> Result<Config, CliError> {
 }
 
 /// Picks the store: `--store`, else the job's store, else the only configured store.
-pub fn select_store<'c>(config: &'c Config, store: Option<&str>, job: Option<&str>) -> Result<&'c StoreConfig, CliError> {
+pub fn select_store<'c>(
+    config: &'c Config,
+    store: Option<&str>,
+    job: Option<&str>,
+) -> Result<&'c StoreConfig, CliError> {
     let names = || config.stores.keys().cloned().collect::<Vec<_>>().join(", ");
     if let Some(name) = store {
-        return config
-            .stores
-            .get(name)
-            .ok_or_else(|| CliError::Usage(format!("no store named {name:?} in the config; stores: {}", names())));
+        return config.stores.get(name).ok_or_else(|| {
+            CliError::Usage(format!(
+                "no store named {name:?} in the config; stores: {}",
+                names()
+            ))
+        });
     }
     if let Some(job) = job.and_then(|j| config.jobs.get(j)) {
         if let Some(s) = config.stores.get(&job.store) {
@@ -59,8 +65,13 @@ pub fn select_store<'c>(config: &'c Config, store: Option<&str>, job: Option<&st
     let mut all = config.stores.values();
     match (all.next(), all.next()) {
         (Some(only), None) => Ok(only),
-        (None, _) => Err(CliError::Usage("the config defines no [stores.NAME]".to_owned())),
-        _ => Err(CliError::Usage(format!("several stores are configured ({}); choose one with --store", names()))),
+        (None, _) => Err(CliError::Usage(
+            "the config defines no [stores.NAME]".to_owned(),
+        )),
+        _ => Err(CliError::Usage(format!(
+            "several stores are configured ({}); choose one with --store",
+            names()
+        ))),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::{load_config, open_store, select_store, CliError};
 use lifeboat_core::restore::{
-    load_identities, resolve_snapshot, restore_to_database, restore_to_file, select_object, DatabaseTarget,
-    Progress, RestoreError,
+    load_identities, resolve_snapshot, restore_to_database, restore_to_file, select_object,
+    DatabaseTarget, Progress, RestoreError,
 };
 use lifeboat_core::secret::Secret;
 use lifeboat_core::source::ConnParams;
@@ -88,7 +88,8 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
         .map_err(failed)?;
 
     if let Some(path) = &args.to_file {
-        let entry = select_object(&manifest, args.object.as_deref(), args.database.as_deref()).map_err(failed)?;
+        let entry = select_object(&manifest, args.object.as_deref(), args.database.as_deref())
+            .map_err(failed)?;
         let overwrite = args.confirm.as_deref() == Some(path.to_string_lossy().as_ref());
         let (cb, bar) = progress_bar(entry.stored_bytes);
         let report = restore_to_file(&store, entry, identities, path, overwrite, cb).await;
@@ -107,18 +108,23 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
     }
 
     let Some(url) = &args.to_database else {
-        return Err(CliError::Usage("give --to-file PATH or --to-database URL".to_owned()));
+        return Err(CliError::Usage(
+            "give --to-file PATH or --to-database URL".to_owned(),
+        ));
     };
     let password = match &args.password_file {
         Some(p) => Some(Secret::new(
             std::fs::read_to_string(p)
-                .map_err(|e| CliError::Usage(format!("--password-file {}: {}", p.display(), e.kind())))?
+                .map_err(|e| {
+                    CliError::Usage(format!("--password-file {}: {}", p.display(), e.kind()))
+                })?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
         )),
         None => None,
     };
-    let conn = ConnParams::parse(url, password).map_err(|e| CliError::Usage(format!("--to-database: {e}")))?;
+    let conn = ConnParams::parse(url, password)
+        .map_err(|e| CliError::Usage(format!("--to-database: {e}")))?;
     let entry = select_object(&manifest, None, args.database.as_deref()).map_err(failed)?;
     let target = DatabaseTarget {
         conn,
@@ -137,12 +143,19 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
         "restored {} of {snapshot} into database {:?} ({}; {} payload bytes, sha256 verified){}",
         entry.name,
         report.database,
-        if report.created { "created" } else { "existing, confirmed" },
+        if report.created {
+            "created"
+        } else {
+            "existing, confirmed"
+        },
         report.dump.payload_bytes,
         if report.globals_errors.is_empty() {
             String::new()
         } else {
-            format!("; {} globals statements failed (see log)", report.globals_errors.len())
+            format!(
+                "; {} globals statements failed (see log)",
+                report.globals_errors.len()
+            )
         }
     );
     Ok(())

@@ -105,14 +105,20 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(());
     }
     if rows.is_empty() {
         println!("no snapshots in store {}", store_cfg.name);
         return Ok(());
     }
-    println!("{:<45} {:>10} {:>10}  {:<26} DATABASES", "SNAPSHOT", "DATA", "STORED", "LOCKED UNTIL");
+    println!(
+        "{:<45} {:>10} {:>10}  {:<26} DATABASES",
+        "SNAPSHOT", "DATA", "STORED", "LOCKED UNTIL"
+    );
     for r in &rows {
         if let Some(e) = &r.error {
             println!("{:<45} UNREADABLE: {e}", format!("{}/{}", r.job, r.id));

@@ -1,0 +1,553 @@
+//! The typed, already-validated configuration that the daemon and the CLI consume.
+//! Every value here has passed validation; secrets appear only as references ([`SecretRef`]), never as values.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::error::ScheduleError;
+
+/// A whole, validated configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The `[daemon]` table (all defaults when absent).
+    pub daemon: DaemonConfig,
+    /// `[stores.NAME]` tables, by name.
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// The `[encryption]` table.
+    pub encryption: EncryptionConfig,
+    /// `[jobs.NAME]` tables, by name. Every job's `store` names an entry of [`Config::stores`].
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// Where the configuration came from (the path given to [`crate::load`], or the `origin` given to
+    /// [`crate::parse`]).
+    pub origin: String,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`). Key `listen`, default `127.0.0.1:9187`.
+    pub listen: SocketAddr,
+    /// How many jobs may run at once. Key `max_concurrent_jobs`, default 2, at least 1.
+    pub max_concurrent_jobs: usize,
+    /// Directories searched for `pg_dump` and friends before `PATH`. Key `pg_bin_dirs`, default empty;
+    /// absolute (relative entries are resolved against the configuration file's directory).
+    pub pg_bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_LISTEN_PORT)),
+            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            pg_bin_dirs: Vec::new(),
+        }
+    }
+}
+
+pub(crate) const DEFAULT_LISTEN_PORT: u16 = 9187;
+pub(crate) const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
+
+/// One `[stores.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The table name (`offsite` in `[stores.offsite]`).
+    pub name: String,
+    /// Kind-specific settings (key `kind`).
+    pub kind: StoreKind,
+    /// Object Lock settings (keys `lock_mode`, `retention`).
+    pub lock: LockConfig,
+}
+
+/// What kind of store a `[stores.NAME]` table describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `kind = "s3"`: any S3-compatible object store.
+    S3(S3Config),
+    /// `kind = "fs"`: a local directory (not independent storage).
+    Fs(FsConfig),
+}
+
+impl StoreKind {
+    /// The key prefix under which all of this store's objects live: `""` or ending in `/`, never starting with `/`.
+    pub fn prefix(&self) -> &str {
+        match self {
+            StoreKind::S3(s3) => &s3.prefix,
+            StoreKind::Fs(fs) => &fs.prefix,
+        }
+    }
+
+    /// The `kind` value as written in the file (`"s3"` or `"fs"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreKind::S3(_) => "s3",
+            StoreKind::Fs(_) => "fs",
+        }
+    }
+}
+
+/// Settings of an `s3` store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// Custom endpoint (`http://` or `https://` URL); `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Bucket name (checked against S3's bucket-name rules).
+    pub bucket: String,
+    /// Key prefix: `""` or ending in `/`, never starting with `/`.
+    pub prefix: String,
+    /// Region; `None` lets the AWS credential chain decide.
+    pub region: Option<String>,
+    /// Path-style addressing (`https://host/bucket/key`), needed by many self-hosted stores. Default false.
+    pub path_style: bool,
+    /// Initial multipart part size in bytes, 5 MiB..=5 GiB. Default 16 MiB.
+    pub part_size: u64,
+    /// Parts uploaded concurrently per stream, 1..=64. Default 4.
+    pub parts_in_flight: usize,
+    /// Static access key id (`access_key_id_env` / `access_key_id_file`); `None` uses the AWS credential chain.
+    pub access_key_id: Option<SecretRef>,
+    /// Static secret key (`secret_access_key_env` / `secret_access_key_file`); set exactly when
+    /// [`S3Config::access_key_id`] is.
+    pub secret_access_key: Option<SecretRef>,
+    /// Session token for temporary static credentials (`session_token_env` / `session_token_file`).
+    pub session_token: Option<SecretRef>,
+    /// Named AWS profile; never set together with static keys.
+    pub profile: Option<String>,
+}
+
+/// Default multipart part size: 16 MiB.
+pub const DEFAULT_PART_SIZE: u64 = 16 * MIB;
+/// Smallest part size S3 accepts: 5 MiB.
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+/// Largest part size S3 accepts: 5 GiB.
+pub const MAX_PART_SIZE: u64 = 5 * GIB;
+pub(crate) const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 64;
+pub(crate) const MIB: u64 = 1024 * 1024;
+pub(crate) const GIB: u64 = 1024 * MIB;
+
+/// Settings of an `fs` store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The directory, absolute (resolved against the configuration file's directory).
+    pub path: PathBuf,
+    /// Key prefix inside the directory: `""` or ending in `/`, never starting with `/`, no `.`/`..` segments.
+    pub prefix: String,
+}
+
+/// Object Lock mode (key `lock_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// `"compliance"`: nobody, not even the account root, can shorten or remove the lock.
+    Compliance,
+    /// `"governance"`: users with `s3:BypassGovernanceRetention` can remove the lock.
+    Governance,
+    /// `"none"`: no lock at all; the daemon writes to buckets without Object Lock.
+    None,
+}
+
+impl LockMode {
+    /// The value as written in the file: `"compliance"`, `"governance"` or `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "compliance",
+            LockMode::Governance => "governance",
+            LockMode::None => "none",
+        }
+    }
+}
+
+/// A store's lock settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockConfig {
+    /// The lock mode.
+    pub mode: LockMode,
+    /// How long each object stays locked after it is written: at least one day. `Some` exactly when
+    /// `mode` is not [`LockMode::None`] (a `retention` key next to `lock_mode = "none"` is rejected).
+    pub retention: Option<Duration>,
+}
+
+/// Where a secret comes from. Holds the reference only, never the secret; resolving it is the caller's job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    /// Name of an environment variable (from a `*_env` key).
+    Env(String),
+    /// Absolute path of a file whose contents (trailing newline trimmed by the reader) are the secret
+    /// (from a `*_file` key, resolved against the configuration file's directory).
+    File(PathBuf),
+}
+
+/// The `[encryption]` table: who can decrypt the backups. At least one of the two lists is non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// Recipients written inline (key `recipients`).
+    pub recipients: Vec<AgeRecipient>,
+    /// Files of recipients, one `age1…` per line, `#` comments allowed, as `age -R` reads them
+    /// (key `recipients_file`, string or list; absolute). Not read by this crate.
+    pub recipients_files: Vec<PathBuf>,
+}
+
+/// One age X25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgeRecipient {
+    /// The key as written (`age1…`).
+    pub text: String,
+    /// The parsed key.
+    pub key: age::x25519::Recipient,
+}
+
+/// One `[jobs.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    /// The table name (`main-db` in `[jobs.main-db]`).
+    pub name: String,
+    /// Name of the store the job writes to (key `store`); always a key of [`Config::stores`].
+    pub store: String,
+    /// When the job runs (keys `schedule`, `timezone`).
+    pub schedule: Schedule,
+    /// zstd settings (keys `compression_level`, `compression_threads`).
+    pub compression: CompressionConfig,
+    /// What the job backs up (key `kind` plus the kind's keys).
+    pub source: SourceConfig,
+}
+
+/// zstd settings of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// zstd level, 1..=19 (key `compression_level`, default 3).
+    pub level: i32,
+    /// zstd worker threads, 0..=64; 0 compresses on the calling thread (key `compression_threads`, default 0).
+    pub threads: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_COMPRESSION_LEVEL,
+            threads: 0,
+        }
+    }
+}
+
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// What a job backs up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// `kind = "postgres"`: logical dump, `pg_dump -Fc` per database plus `pg_dumpall --globals-only`.
+    Postgres(PostgresJob),
+}
+
+/// Settings of a `postgres` job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresJob {
+    /// libpq connection string (`postgres://…` URL or `key=value` form); guaranteed to hold no password.
+    pub url: String,
+    /// Which databases to dump.
+    pub databases: Databases,
+    /// Where the password comes from (`password_file` / `password_env`); `None` leaves it to libpq
+    /// (`PGPASSFILE`, `~/.pgpass`, `PGPASSWORD`, peer or certificate authentication).
+    pub password: Option<SecretRef>,
+    /// Directory holding `pg_dump`/`pg_dumpall` for this job (absolute); overrides `daemon.pg_bin_dirs`.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// Which databases a `postgres` job dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    /// `databases = "all"`: every database that allows connections, except templates.
+    All,
+    /// An explicit list of non-empty, distinct names (by default the one database named in `url`).
+    List(Vec<String>),
+}
+
+/// A 5-field cron schedule evaluated in a time zone.
+///
+/// Fields are minute, hour, day of month, month, day of week (0–7, 0 and 7 are Sunday; names like `MON` work);
+/// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` are accepted. When both day fields are restricted, a
+/// day matching either one fires (Vixie cron). Daylight-saving transitions follow croner: a wall-clock time that
+/// does not exist (spring forward) fires at the first instant after the gap, and one that exists twice
+/// (fall back) fires once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The expression as written in the file.
+    pub expr: String,
+    /// The zone the expression is evaluated in (key `timezone`, default UTC).
+    pub timezone: chrono_tz::Tz,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Parses a 5-field cron expression. Six- and seven-field forms (seconds, years) are rejected, as are
+    /// expressions that never fire (e.g. `0 0 30 2 *`).
+    pub fn new(expr: &str, timezone: chrono_tz::Tz) -> Result<Self, ScheduleError> {
+        let trimmed = expr.trim();
+        if trimmed.is_empty() {
+            return Err(ScheduleError {
+                message: "the schedule is empty".into(),
+                hint: Some(CRON_EXAMPLE.into()),
+            });
+        }
+        if !trimmed.starts_with('@') {
+            let fields: Vec<&str> = trimmed.split_whitespace().collect();
+            match fields.len() {
+                5 => {}
+                n @ (6 | 7) => {
+                    let five = fields[1..6].join(" ");
+                    return Err(ScheduleError {
+                        message: format!(
+                            "invalid cron expression \"{trimmed}\": it has {n} fields, but schedules use the \
+                             5-field form (minute hour day-of-month month day-of-week) without seconds{}",
+                            if n == 7 { " or years" } else { "" }
+                        ),
+                        hint: Some(format!("drop the leading seconds field: \"{five}\"")),
+                    });
+                }
+                n => {
+                    return Err(ScheduleError {
+                        message: format!(
+                            "invalid cron expression \"{trimmed}\": expected 5 fields (minute hour \
+                             day-of-month month day-of-week), found {n}"
+                        ),
+                        hint: Some(CRON_EXAMPLE.into()),
+                    });
+                }
+            }
+        }
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser.parse(trimmed).map_err(|e| ScheduleError {
+            message: format!(
+                "invalid cron expression \"{trimmed}\": {}",
+                cron_message(&e)
+            ),
+            hint: Some(CRON_EXAMPLE.into()),
+        })?;
+        let schedule = Self {
+            expr: expr.to_owned(),
+            timezone,
+            cron,
+        };
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(ScheduleError {
+                message: format!("cron expression \"{trimmed}\" never fires"),
+                hint: Some(
+                    "check the day-of-month and month fields (e.g. February has no 30th)".into(),
+                ),
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// The first time strictly after `after` at which the schedule fires, or `None` if it never fires again.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+const CRON_EXAMPLE: &str =
+    "e.g. \"0 */6 * * *\" runs every 6 hours, \"30 2 * * 1-5\" at 02:30 Monday to Friday";
+
+/// croner's messages start with a capitalised category and end with a period; make them fit our style.
+fn cron_message(e: &croner::errors::CronError) -> String {
+    use croner::errors::CronError;
+    let text = match e {
+        CronError::InvalidPattern(m)
+        | CronError::IllegalCharacters(m)
+        | CronError::ComponentError(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Timelike, Weekday};
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn schedule_fires_every_six_hours() {
+        let s = Schedule::new("0 */6 * * *", chrono_tz::UTC).unwrap();
+        assert_eq!(
+            s.next_after(utc(2026, 1, 1, 0, 0)),
+            Some(utc(2026, 1, 1, 6, 0))
+        );
+        assert_eq!(
+            s.next_after(utc(2026, 1, 1, 5, 59)),
+            Some(utc(2026, 1, 1, 6, 0))
+        );
+    }
+
+    #[test]
+    fn schedule_weekdays_are_monday_to_friday() {
+        let s = Schedule::new("0 3 * * 1-5", chrono_tz::UTC).unwrap();
+        let mut t = utc(2026, 3, 1, 0, 0); // a Sunday
+        let mut days = Vec::new();
+        for _ in 0..7 {
+            t = s.next_after(t).unwrap();
+            days.push(t.weekday());
+        }
+        assert_eq!(
+            days,
+            [
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+                Weekday::Mon,
+                Weekday::Tue
+            ]
+        );
+        let sunday = Schedule::new("0 3 * * 0", chrono_tz::UTC).unwrap();
+        let seven = Schedule::new("0 3 * * 7", chrono_tz::UTC).unwrap();
+        assert_eq!(sunday.next_after(t).unwrap().weekday(), Weekday::Sun);
+        assert_eq!(sunday.next_after(t), seven.next_after(t));
+    }
+
+    #[test]
+    fn schedule_uses_its_timezone() {
+        let s = Schedule::new("30 2 * * *", chrono_tz::Europe::Berlin).unwrap();
+        // Winter: Berlin is UTC+1.
+        assert_eq!(
+            s.next_after(utc(2026, 1, 10, 12, 0)),
+            Some(utc(2026, 1, 11, 1, 30))
+        );
+        // Summer: UTC+2.
+        assert_eq!(
+            s.next_after(utc(2026, 7, 10, 12, 0)),
+            Some(utc(2026, 7, 11, 0, 30))
+        );
+    }
+
+    #[test]
+    fn schedule_in_spring_forward_gap_runs_once_after_the_gap() {
+        // 2026-03-29 02:00 CET jumps to 03:00 CEST: 02:30 does not exist that day.
+        let s = Schedule::new("30 2 * * *", chrono_tz::Europe::Berlin).unwrap();
+        let next = s.next_after(utc(2026, 3, 28, 12, 0)).unwrap();
+        let local = next.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!((local.day(), local.hour()), (29, 3), "got {local}");
+        let after = s.next_after(next).unwrap();
+        assert_eq!(after, utc(2026, 3, 30, 0, 30));
+    }
+
+    #[test]
+    fn schedule_in_fall_back_overlap_runs_once() {
+        // 2026-10-25 03:00 CEST goes back to 02:00 CET: 02:30 happens twice.
+        let s = Schedule::new("30 2 * * *", chrono_tz::Europe::Berlin).unwrap();
+        let first = s.next_after(utc(2026, 10, 24, 12, 0)).unwrap();
+        assert_eq!(first, utc(2026, 10, 25, 0, 30)); // 02:30 CEST
+        let second = s.next_after(first).unwrap();
+        assert_eq!(second, utc(2026, 10, 26, 1, 30)); // next day, 02:30 CET
+    }
+
+    #[test]
+    fn hourly_schedule_keeps_going_across_fall_back() {
+        let s = Schedule::new("0 * * * *", chrono_tz::Europe::Berlin).unwrap();
+        let mut t = utc(2026, 10, 24, 23, 30);
+        let mut fired = Vec::new();
+        for _ in 0..4 {
+            t = s.next_after(t).unwrap();
+            fired.push(t);
+        }
+        // Every real hour, including both 02:00s.
+        assert_eq!(
+            fired,
+            [
+                utc(2026, 10, 25, 0, 0),
+                utc(2026, 10, 25, 1, 0),
+                utc(2026, 10, 25, 2, 0),
+                utc(2026, 10, 25, 3, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn schedule_nicknames_work() {
+        let s = Schedule::new("@daily", chrono_tz::UTC).unwrap();
+        assert_eq!(
+            s.next_after(utc(2026, 1, 1, 5, 0)),
+            Some(utc(2026, 1, 2, 0, 0))
+        );
+    }
+
+    #[test]
+    fn schedule_accepts_the_documented_syntax() {
+        // docs/configuration.md promises each of these.
+        for expr in [
+            "0 */6 * * *",
+            "30 2 * * *",
+            "0 3 * * 1-5",
+            "15 1 1 * *",
+            "0 3 L * *",
+            "0 3 15W * *",
+            "0 3 * * 5L",
+            "0 3 * * 1#2",
+            "0 3 * JAN-MAR SUN",
+            "0-30/10 1,15 * * *",
+            "@hourly",
+            "@weekly",
+            "@monthly",
+            "@yearly",
+        ] {
+            assert!(Schedule::new(expr, chrono_tz::UTC).is_ok(), "{expr}");
+        }
+        // Second Monday of March 2026 is the 9th.
+        let s = Schedule::new("0 3 * * 1#2", chrono_tz::UTC).unwrap();
+        assert_eq!(
+            s.next_after(utc(2026, 3, 1, 0, 0)),
+            Some(utc(2026, 3, 9, 3, 0))
+        );
+        // Both day fields restricted: either matches (the 1st, or any Friday).
+        let s = Schedule::new("0 3 1 * 5", chrono_tz::UTC).unwrap();
+        assert_eq!(
+            s.next_after(utc(2026, 3, 1, 12, 0)),
+            Some(utc(2026, 3, 6, 3, 0))
+        );
+    }
+
+    #[test]
+    fn schedule_rejects_seconds_and_short_forms() {
+        let e = Schedule::new("0 0 */6 * * *", chrono_tz::UTC).unwrap_err();
+        assert!(e.message.contains("6 fields"), "{e:?}");
+        assert_eq!(
+            e.hint.unwrap(),
+            "drop the leading seconds field: \"0 */6 * * *\""
+        );
+        let e = Schedule::new("0 */6 * *", chrono_tz::UTC).unwrap_err();
+        assert!(e.message.contains("expected 5 fields"), "{e:?}");
+        assert!(e.message.contains("found 4"), "{e:?}");
+        let e = Schedule::new("61 * * * *", chrono_tz::UTC).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid cron expression \"61 * * * *\""),
+            "{e:?}"
+        );
+        assert!(Schedule::new("@reboot", chrono_tz::UTC).is_err());
+        assert!(Schedule::new("  ", chrono_tz::UTC).is_err());
+    }
+
+    #[test]
+    fn schedule_that_never_fires_is_rejected() {
+        let e = Schedule::new("0 0 30 2 *", chrono_tz::UTC).unwrap_err();
+        assert!(e.message.contains("never fires"), "{e:?}");
+    }
+}

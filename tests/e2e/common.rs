@@ -1,0 +1,45 @@
+//! Shared steps of the end-to-end tests: a source cluster with the rich fixture, a config, a backup.
+
+use lifeboat_tests::compare::{assert_same, fingerprint, DbFingerprint};
+use lifeboat_tests::fixture::create_rich_database;
+use lifeboat_tests::lifeboat::{keys, lifeboatd, Keys};
+use lifeboat_tests::postgres::PgCluster;
+use std::path::Path;
+
+/// A source cluster holding the rich fixture database `app`.
+pub fn rich_source() -> PgCluster {
+    let pg = PgCluster::start().expect("start source cluster");
+    create_rich_database(&pg, "app").expect("create fixture");
+    pg
+}
+
+/// A fresh temp dir and key pair.
+pub fn workspace() -> (tempfile::TempDir, Keys) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = keys(dir.path());
+    (dir, k)
+}
+
+/// Runs `lifeboatd run JOB` and returns the printed snapshot id.
+pub fn backup(config: &Path, job: &str) -> String {
+    let out = lifeboatd(config, &["run", job]);
+    out.expect_code(0);
+    let id = out.stdout.trim().to_owned();
+    assert_eq!(
+        id.len(),
+        23,
+        "snapshot id printed on stdout: {:?}",
+        out.stdout
+    );
+    id
+}
+
+/// Compares two databases. Database-level properties (settings, comment) only survive
+/// `pg_restore --create`, which a restore into a new database name does not use.
+pub async fn assert_databases_equal(a: (&PgCluster, &str), b: (&PgCluster, &str)) {
+    let mut fa: DbFingerprint = fingerprint(a.0, a.1).await.expect("fingerprint source");
+    let mut fb: DbFingerprint = fingerprint(b.0, b.1).await.expect("fingerprint restored");
+    fa.database = Default::default();
+    fb.database = Default::default();
+    assert_same(&fa, &fb);
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and the machine lacks: Ceph RGW (Debian packages), the age and zstd
+# CLIs, and moto 5.2.5+ (PyPI). Does nothing when all are present; needs root (or sudo) otherwise.
+set -euo pipefail
+
+missing_apt=()
+for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd; do
+  bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}
+  command -v "$bin" >/dev/null 2>&1 || missing_apt+=("$pkg")
+done
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing_apt+=(postgresql)
+fi
+sudo=()
+[ "$(id -u)" = 0 ] || sudo=(sudo)
+if [ ${#missing_apt[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing_apt[*]} ceph-mgr"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing_apt[@]}" ceph-mgr >/dev/null
+fi
+
+if ! python3 - <<'PY' 2>/dev/null
+import moto, sys
+v = tuple(int(x) for x in moto.__version__.split(".")[:3])
+sys.exit(0 if v >= (5, 2, 5) else 1)
+PY
+then
+  echo "== installing moto[server]==5.2.5 (PyPI)"
+  python3 -m pip install -q 'moto[server]==5.2.5'
+fi

@@ -1,0 +1,146 @@
+//! Running the real `lifeboatd` and `lifeboat` binaries from tests: locating them, throw-away age keys,
+//! and config files written per test (fs or S3 store, PostgreSQL job).
+
+use crate::postgres::run;
+use crate::s3::S3Tier;
+use age::secrecy::ExposeSecret;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory holding the built binaries (`target/debug`), derived from the test executable's path.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/e2e-HASH -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a built binary; panics with the fix if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: build the binaries first (`cargo build --workspace --bins`, as tests/run does)",
+        p.display()
+    );
+    p
+}
+
+/// A throw-away age key pair; the identity is written to a file.
+pub struct Keys {
+    /// File holding the identity (secret key).
+    pub identity_file: PathBuf,
+    /// The identity's text, for tests that check it never leaks.
+    pub identity_text: String,
+    /// The public key.
+    pub recipient: String,
+}
+
+/// Generates a key pair, writing the identity into `dir/identity.txt`.
+pub fn keys(dir: &Path) -> Keys {
+    let id = age::x25519::Identity::generate();
+    let identity_text = id.to_string().expose_secret().to_owned();
+    let identity_file = dir.join("identity.txt");
+    std::fs::write(&identity_file, format!("{identity_text}\n")).expect("write identity");
+    Keys {
+        identity_file,
+        identity_text,
+        recipient: id.to_public().to_string(),
+    }
+}
+
+/// The outcome of running a binary.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 if killed).
+    pub code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with both outputs unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `name` (lifeboatd or lifeboat) with `--config config` and `args`.
+pub fn run_bin(name: &str, config: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(bin(name));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info");
+    let out = run(&mut cmd).expect("run binary");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `lifeboatd --config CONFIG ARGS...`
+pub fn lifeboatd(config: &Path, args: &[&str]) -> Run {
+    run_bin("lifeboatd", config, args)
+}
+
+/// `lifeboat --config CONFIG ARGS...`
+pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
+    run_bin("lifeboat", config, args)
+}
+
+/// A `[stores.NAME]` table for an fs store.
+pub fn fs_store_toml(name: &str, path: &Path) -> String {
+    format!(
+        "[stores.{name}]\nkind = \"fs\"\npath = \"{}\"\nlock_mode = \"compliance\"\nretention = \"1d\"\n",
+        path.display()
+    )
+}
+
+/// A `[stores.NAME]` table for a bucket of an S3 tier; credentials come from the tier's environment variables.
+pub fn s3_store_toml(name: &str, tier: &S3Tier, bucket: &str, lock_mode: &str) -> String {
+    let env_prefix = format!("LIFEBOAT_TEST_{}", tier.name.to_ascii_uppercase());
+    let retention = if lock_mode == "none" {
+        String::new()
+    } else {
+        "retention = \"1d\"\n".to_owned()
+    };
+    format!(
+        "[stores.{name}]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"lifeboat/\"\npath_style = true\nlock_mode = \"{lock_mode}\"\n{retention}part_size = \"5MiB\"\naccess_key_id_env = \"{env_prefix}_ACCESS_KEY\"\nsecret_access_key_env = \"{env_prefix}_SECRET_KEY\"\n",
+        tier.endpoint, tier.region
+    )
+}
+
+/// A `[jobs.NAME]` table for a PostgreSQL job; `extra` lines are appended verbatim.
+pub fn pg_job_toml(name: &str, store: &str, url: &str, databases: &[&str], extra: &str) -> String {
+    let dbs = databases
+        .iter()
+        .map(|d| format!("{d:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[jobs.{name}]\nkind = \"postgres\"\nurl = \"{url}\"\ndatabases = [{dbs}]\nschedule = \"0 3 * * *\"\nstore = \"{store}\"\n{extra}"
+    )
+}
+
+/// Writes a complete config file: the given store and job tables plus `[encryption]` for `recipient`.
+pub fn write_config(dir: &Path, recipient: &str, tables: &[String]) -> PathBuf {
+    let path = dir.join("lifeboat.toml");
+    let text = format!(
+        "[encryption]\nrecipients = [\"{recipient}\"]\n\n{}",
+        tables.join("\n")
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
