@@ -116,7 +116,7 @@ fn minimal_config_parses_with_defaults() {
     assert_eq!(s3.endpoint, None);
     assert!(!s3.path_style);
     assert_eq!(s3.part_size, 16 * 1024 * 1024);
-    assert_eq!(s3.parts_in_flight, 4);
+    assert_eq!(s3.parts_in_flight, 2);
     assert_eq!(s3.access_key_id, None);
     assert_eq!(s3.secret_access_key, None);
 
