@@ -8,3 +8,4 @@ mod config_errors;
 mod failures;
 mod large;
 mod store_suite;
+mod tls;

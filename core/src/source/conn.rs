@@ -21,6 +21,8 @@ pub struct ConnParams {
     pub dbname: String,
     /// libpq sslmode (disable, allow, prefer, require, verify-ca, verify-full).
     pub sslmode: String,
+    /// libpq sslrootcert: a PEM file of trusted roots, or `system`.
+    pub sslrootcert: Option<String>,
     /// Password, from password_file/password_env or PGPASSWORD.
     pub password: Option<Secret>,
 }
@@ -33,7 +35,11 @@ impl ConnParams {
     /// Parses a `postgres://` URL or a `key=value` conninfo string; missing parts come from
     /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE` as libpq would take them.
     pub fn parse(url: &str, password: Option<Secret>) -> Result<ConnParams, String> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| {
+        // tokio-postgres rejects verify-ca/verify-full and sslrootcert: they are handled here instead.
+        let sslmode = libpq_param(url, "sslmode");
+        let sslrootcert = libpq_param(url, "sslrootcert");
+        let stripped = strip_params(url, &["sslmode", "sslrootcert"]);
+        let cfg = tokio_postgres::Config::from_str(&stripped).map_err(|e| {
             format!("the job's url is not a valid PostgreSQL URL or conninfo string ({e}); example: postgres://backup@db.internal:5432/app")
         })?;
         if cfg.get_password().is_some() {
@@ -67,9 +73,10 @@ impl ConnParams {
             .map(str::to_owned)
             .or_else(|| env_nonempty("PGDATABASE"))
             .unwrap_or_else(|| user.clone());
-        let sslmode = url_sslmode(url)
+        let sslmode = sslmode
             .or_else(|| env_nonempty("PGSSLMODE"))
             .unwrap_or_else(|| "prefer".to_owned());
+        let sslrootcert = sslrootcert.or_else(|| env_nonempty("PGSSLROOTCERT"));
         let password = password.or_else(|| env_nonempty("PGPASSWORD").map(Secret::new));
         Ok(ConnParams {
             host,
@@ -78,6 +85,7 @@ impl ConnParams {
             user,
             dbname,
             sslmode,
+            sslrootcert,
             password,
         })
     }
@@ -100,8 +108,8 @@ impl ConnParams {
             format!("sslmode={}", quote(&self.sslmode)),
             "application_name=lifeboat".to_owned(),
         ];
-        if let Some(sslrootcert) = env_nonempty("PGSSLROOTCERT") {
-            parts.push(format!("sslrootcert={}", quote(&sslrootcert)));
+        if let Some(sslrootcert) = &self.sslrootcert {
+            parts.push(format!("sslrootcert={}", quote(sslrootcert)));
         }
         parts.join(" ")
     }
@@ -127,25 +135,38 @@ impl ConnParams {
         if let Some(pw) = &self.password {
             cfg.password(pw.expose());
         }
-        match self.sslmode.as_str() {
-            "disable" | "allow" | "prefer" => {
+        // libpq never uses TLS on unix sockets.
+        let tls = if self.is_socket {
+            None
+        } else {
+            super::tls::connector(&self.sslmode, self.sslrootcert.as_deref())?
+        };
+        let client = match tls {
+            None => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+                    format!("cannot connect to {}: {}", self.describe(), db_error(&e))
+                })?;
+                spawn_connection(conn);
+                client
             }
-            other => {
-                return Err(format!(
-                    "sslmode={other} is not supported yet for lifeboat's own catalog connection (pg_dump itself supports it); use sslmode=prefer on a trusted network, or a TLS-terminating proxy"
-                ))
+            Some(tls) => {
+                cfg.ssl_mode(match self.sslmode.as_str() {
+                    "allow" | "prefer" => tokio_postgres::config::SslMode::Prefer,
+                    _ => tokio_postgres::config::SslMode::Require,
+                });
+                let (client, conn) = cfg.connect(tls).await.map_err(|e| {
+                    format!(
+                        "cannot connect to {} with sslmode={}: {}",
+                        self.describe(),
+                        self.sslmode,
+                        db_error(&e)
+                    )
+                })?;
+                spawn_connection(conn);
+                client
             }
-        }
-        let (client, connection) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {}", self.describe(), db_error(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
-            }
-        });
+        };
         Ok(client)
     }
 
@@ -176,15 +197,58 @@ pub fn db_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn url_sslmode(url: &str) -> Option<String> {
-    let find = |hay: &str, sep: char| {
-        hay.split(sep)
-            .find_map(|kv| kv.trim().strip_prefix("sslmode=").map(str::to_owned))
-    };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        url.split_once('?').and_then(|(_, q)| find(q, '&'))
+/// Drives a connection in the background; tokio-postgres queries hang unless this runs.
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
+        }
+    });
+}
+
+fn is_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A parameter of a URL's query string or of a `key=value` conninfo string.
+fn libpq_param(url: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    if is_url(url) {
+        url.split_once('?').and_then(|(_, q)| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_owned))
+        })
     } else {
-        find(url, ' ')
+        url.split_whitespace().find_map(|kv| {
+            kv.strip_prefix(&prefix)
+                .map(|v| v.trim_matches('\'').to_owned())
+        })
+    }
+}
+
+/// The URL or conninfo without the named parameters.
+fn strip_params(url: &str, names: &[&str]) -> String {
+    let keep = |kv: &&str| !names.iter().any(|n| kv.starts_with(&format!("{n}=")));
+    if is_url(url) {
+        match url.split_once('?') {
+            Some((base, q)) => {
+                let rest: Vec<&str> = q.split('&').filter(keep).collect();
+                if rest.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", rest.join("&"))
+                }
+            }
+            None => url.to_owned(),
+        }
+    } else {
+        url.split_whitespace()
+            .filter(keep)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -219,6 +283,24 @@ mod tests {
         let e = ConnParams::parse("postgres://u:topsecret@h/db", None).unwrap_err();
         assert!(e.contains("contains a password"));
         assert!(!e.contains("topsecret"));
+    }
+
+    #[test]
+    fn ssl_parameters_are_taken_out_of_the_url_and_kept() {
+        let p = ConnParams::parse(
+            "postgres://u@db.example:5432/app?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.sslmode, "verify-full");
+        assert_eq!(p.sslrootcert.as_deref(), Some("/etc/ca.pem"));
+        assert!(p.conninfo().contains("sslrootcert='/etc/ca.pem'"));
+        let p = ConnParams::parse("host=h dbname=d user=u sslmode=verify-ca", None).unwrap();
+        assert_eq!(p.sslmode, "verify-ca");
+        assert_eq!(
+            strip_params("postgres://h/d?sslmode=require", &["sslmode"]),
+            "postgres://h/d"
+        );
     }
 
     #[test]

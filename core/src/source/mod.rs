@@ -5,6 +5,7 @@ pub mod conn;
 mod pgtools;
 mod postgres;
 mod process;
+mod tls;
 
 pub use conn::ConnParams;
 pub use pgtools::{find_pg_tools, PgTools};

@@ -19,53 +19,48 @@ pub struct ChildStream {
 
 impl ChildStream {
     /// Spawns `cmd` with stdout piped (returned) and stderr collected. The child is killed if this is dropped.
-    pub fn spawn(
-        mut cmd: Command,
-        program: &str,
-    ) -> Result<(ChildStream, ChildStdout), SourceError> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| SourceError::Spawn {
-            program: program.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let stdout = child.stdout.take().ok_or_else(|| SourceError::Spawn {
-            program: program.to_owned(),
-            reason: "no stdout pipe".to_owned(),
-        })?;
-        let stderr = child.stderr.take();
-        let name = program.to_owned();
-        let stderr = tokio::spawn(async move { collect_stderr(&name, stderr).await });
-        Ok((
-            ChildStream {
-                program: program.to_owned(),
-                child,
-                stderr,
-            },
-            stdout,
-        ))
+    pub fn spawn(cmd: Command, program: &str) -> Result<(ChildStream, ChildStdout), SourceError> {
+        let (stream, mut child_out) =
+            Self::spawn_piped(cmd, program, Stdio::null(), Stdio::piped())?;
+        let stdout = child_out
+            .stdout
+            .take()
+            .ok_or_else(|| no_pipe(program, "stdout"))?;
+        Ok((stream, stdout))
     }
 
     /// Spawns `cmd` with stdin piped (returned) for the caller to stream into; stdout is discarded and
     /// stderr collected. The child is killed if this is dropped.
     pub fn spawn_sink(
-        mut cmd: Command,
+        cmd: Command,
         program: &str,
     ) -> Result<(ChildStream, tokio::process::ChildStdin), SourceError> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
+        let (stream, mut pipes) = Self::spawn_piped(cmd, program, Stdio::piped(), Stdio::null())?;
+        let stdin = pipes
+            .stdin
+            .take()
+            .ok_or_else(|| no_pipe(program, "stdin"))?;
+        Ok((stream, stdin))
+    }
+
+    fn spawn_piped(
+        mut cmd: Command,
+        program: &str,
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<(ChildStream, Pipes), SourceError> {
+        cmd.stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| SourceError::Spawn {
             program: program.to_owned(),
             reason: e.to_string(),
         })?;
-        let stdin = child.stdin.take().ok_or_else(|| SourceError::Spawn {
-            program: program.to_owned(),
-            reason: "no stdin pipe".to_owned(),
-        })?;
+        let pipes = Pipes {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+        };
         let stderr = child.stderr.take();
         let name = program.to_owned();
         let stderr = tokio::spawn(async move { collect_stderr(&name, stderr).await });
@@ -75,7 +70,7 @@ impl ChildStream {
                 child,
                 stderr,
             },
-            stdin,
+            pipes,
         ))
     }
 
@@ -124,6 +119,19 @@ fn describe_status(status: std::process::ExitStatus) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         _ => "unknown status".to_owned(),
+    }
+}
+
+/// The pipes of a freshly spawned child.
+struct Pipes {
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<ChildStdout>,
+}
+
+fn no_pipe(program: &str, which: &str) -> SourceError {
+    SourceError::Spawn {
+        program: program.to_owned(),
+        reason: format!("no {which} pipe"),
     }
 }
 

@@ -326,19 +326,12 @@ impl WriteStore for FsStore {
         body: Bytes,
         lock: &LockSpec,
     ) -> Result<PutReceipt, StoreError> {
-        let (partial, mut file) = self.create_partial(key).await?;
-        let result = async {
-            file.write_all(&body)
-                .await
-                .map_err(self.io_err("write", key))?;
-            file.sync_all().await.map_err(self.io_err("sync", key))?;
-            self.publish(&partial, key, lock).await
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        for chunk in [Chunk::Part(body), Chunk::Commit] {
+            tx.try_send(chunk)
+                .map_err(|e| self.err("write", key, e.to_string()))?;
         }
-        .await;
-        if result.is_err() {
-            let _removed = tokio::fs::remove_file(&partial).await;
-        }
-        result
+        self.put_stream(key, rx, lock).await
     }
 }
 

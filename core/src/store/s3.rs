@@ -275,6 +275,28 @@ impl S3Store {
         })
     }
 
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| {
+                if is_404(&e) {
+                    StoreError::NotFound {
+                        store: self.name.clone(),
+                        key: key.to_owned(),
+                    }
+                } else {
+                    self.backend("GetObject", key, render(&e))
+                }
+            })
+    }
+
     /// Objects are written once. `If-None-Match: *` enforces that where the store supports it (AWS, moto);
     /// Ceph RGW 16 ignores it, so check first as well (a race remains there, but keys hold a random id).
     async fn refuse_existing(&self, key: &str) -> Result<(), StoreError> {
@@ -446,44 +468,12 @@ impl ReadStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if is_404(&e) {
-                    StoreError::NotFound {
-                        store: self.name.clone(),
-                        key: key.to_owned(),
-                    }
-                } else {
-                    self.backend("GetObject", key, render(&e))
-                }
-            })?;
+        let out = self.get_object(key).await?;
         Ok(Box::pin(out.body.into_async_read()))
     }
 
     async fn get_small(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if is_404(&e) {
-                    StoreError::NotFound {
-                        store: self.name.clone(),
-                        key: key.to_owned(),
-                    }
-                } else {
-                    self.backend("GetObject", key, render(&e))
-                }
-            })?;
+        let out = self.get_object(key).await?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
         if len > max_bytes {
             return Err(self.backend(
