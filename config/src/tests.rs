@@ -134,7 +134,7 @@ fn minimal_config_parses_with_defaults() {
         job.compression,
         CompressionConfig {
             level: 3,
-            threads: 0
+            threads: 1
         }
     );
     let SourceConfig::Postgres(pg) = &job.source;

@@ -219,7 +219,7 @@ pub struct JobConfig {
 pub struct CompressionConfig {
     /// zstd level, 1..=19 (key `compression_level`, default 3).
     pub level: i32,
-    /// zstd worker threads, 0..=64; 0 compresses on the calling thread (key `compression_threads`, default 0).
+    /// zstd worker threads, 0..=64; 0 compresses on the calling thread (key `compression_threads`, default 1).
     pub threads: u32,
 }
 
@@ -227,7 +227,7 @@ impl Default for CompressionConfig {
     fn default() -> Self {
         Self {
             level: DEFAULT_COMPRESSION_LEVEL,
-            threads: 0,
+            threads: 1,
         }
     }
 }

@@ -953,7 +953,7 @@ impl Validator<'_> {
                 .and_then(|n| i32::try_from(n).ok()),
         };
         let threads = match &raw.compression_threads {
-            None => Some(0),
+            None => Some(CompressionConfig::default().threads),
             Some(t) => self
                 .int_in_range(section.key("compression_threads"), t, 0, 64)
                 .and_then(|n| u32::try_from(n).ok()),

@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use tokio_util::sync::CancellationToken;
 
 const READ_BUF: usize = 256 * 1024;
+/// Bytes of input per zstd worker job when compressing with worker threads.
+const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
 
 /// Compression settings of the chain.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +23,7 @@ impl Default for EncodeSettings {
     fn default() -> Self {
         EncodeSettings {
             level: 3,
-            threads: 0,
+            threads: 1,
         }
     }
 }
@@ -65,6 +67,10 @@ pub fn encode<R: Read, W: Write>(
         zstd_writer
             .multithread(settings.threads)
             .map_err(PipelineError::io("configuring zstd worker threads"))?;
+        // Smaller jobs than zstd's default (8 MiB at level 3) keep the workers' buffers, and so RSS, small.
+        zstd_writer
+            .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+            .map_err(PipelineError::io("configuring the zstd job size"))?;
     }
     let mut payload = HashingWriter::new(zstd_writer);
 
