@@ -440,6 +440,8 @@ pub struct DatabaseRestoreReport {
     pub database: String,
     /// Whether Lifeboat created it.
     pub created: bool,
+    /// Whether the database already held tables (restore confirmed with `--confirm`).
+    pub into_non_empty: bool,
     /// Decode measurements of the dump.
     pub dump: DecodeReport,
     /// Errors psql reported while applying globals (e.g. roles that already exist).
@@ -459,8 +461,9 @@ async fn maintenance_client(conn: &ConnParams) -> Result<tokio_postgres::Client,
 
 /// Restores a `pg_dump` archive into a database, creating it (from template0) if absent.
 ///
-/// Refuses a database that already has user tables unless `confirm` names it exactly. The dump is streamed
-/// into `pg_restore --single-transaction`, so a failed restore leaves no half-restored schema.
+/// Refuses a database that already has user tables unless `confirm` names it exactly; confirmed, the
+/// snapshot's objects are added to it. The dump is streamed into `pg_restore --single-transaction`, so a
+/// failed restore (e.g. an object that already exists) leaves the database exactly as it was.
 pub async fn restore_to_database<S: ReadStore>(
     store: &S,
     manifest: &Manifest,
@@ -501,6 +504,7 @@ pub async fn restore_to_database<S: ReadStore>(
         .map_err(|e| RestoreError::Database(db_error(&e)))?
         .is_some();
     let created = !exists;
+    let mut replace = false;
     if exists {
         let client = target
             .conn
@@ -520,10 +524,11 @@ pub async fn restore_to_database<S: ReadStore>(
             .get(0);
         if tables > 0 && target.confirm.as_deref() != Some(dbname.as_str()) {
             return Err(RestoreError::TargetNotEmpty(format!(
-                "database {dbname:?} on {}:{} already has {tables} user tables, views or sequences; restore into a new database name instead, or pass --confirm {dbname} to restore into it anyway",
+                "database {dbname:?} on {}:{} already has {tables} user tables, views or sequences; restore into a new database name instead, or pass --confirm {dbname} to restore into it anyway (objects that already exist make the whole restore fail and change nothing)",
                 target.conn.host, target.conn.port
             )));
         }
+        replace = tables > 0;
     } else {
         let sql = format!(
             "CREATE DATABASE {} TEMPLATE template0",
@@ -563,6 +568,12 @@ pub async fn restore_to_database<S: ReadStore>(
     if !target.with_globals {
         cmd.arg("--no-owner").arg("--no-privileges");
     }
+    if replace {
+        // Confirmed: the snapshot's objects are added to what is there. pg_restore's --clean is not used:
+        // it cannot drop partitioned tables' inherited constraints, among others. Any conflict fails the
+        // single transaction and leaves the database exactly as it was.
+        tracing::warn!(database = %dbname, "Restoring into a non-empty database (confirmed); conflicting objects fail the whole restore.");
+    }
     let (child, stdin) = ChildStream::spawn_sink(cmd, "pg_restore")?;
     let restored = restore_object(
         store,
@@ -579,6 +590,13 @@ pub async fn restore_to_database<S: ReadStore>(
             child.finish().await?;
             report
         }
+        // pg_restore stopping early (it failed) shows up here as a broken pipe: its own errors say why.
+        Err(e @ RestoreError::Pipeline { .. }) => {
+            return Err(match child.finish().await {
+                Err(child_error) => child_error.into(),
+                Ok(()) => e,
+            });
+        }
         Err(e) => {
             drop(child);
             return Err(e);
@@ -587,6 +605,7 @@ pub async fn restore_to_database<S: ReadStore>(
     Ok(DatabaseRestoreReport {
         database: dbname,
         created,
+        into_non_empty: replace,
         dump: report,
         globals_errors,
     })

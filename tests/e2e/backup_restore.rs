@@ -112,6 +112,43 @@ async fn backup_to_fs_restores_an_identical_database_and_refuses_a_non_empty_tar
     );
     assert_databases_equal((&src, "app"), (&target, "restored")).await;
 
+    // With --confirm naming it the restore is attempted; the snapshot's objects already exist, so
+    // pg_restore fails — and its single transaction leaves the (damaged) database exactly as it was.
+    target
+        .psql("restored", "delete from public.blobs;")
+        .unwrap();
+    let before = lifeboat_tests::compare::fingerprint(&target, "restored")
+        .await
+        .unwrap();
+    let confirmed = lifeboat(
+        &config,
+        &[
+            "restore",
+            "app/latest",
+            "--identity",
+            k.identity_file.to_str().unwrap(),
+            "--to-database",
+            &target_url,
+            "--confirm",
+            "restored",
+        ],
+    );
+    confirmed.expect_code(1);
+    assert!(
+        confirmed.stderr.contains("pg_restore failed"),
+        "{}",
+        confirmed.stderr
+    );
+    assert!(
+        confirmed.stderr.contains("already exists"),
+        "{}",
+        confirmed.stderr
+    );
+    let after = lifeboat_tests::compare::fingerprint(&target, "restored")
+        .await
+        .unwrap();
+    lifeboat_tests::compare::assert_same(&before, &after);
+
     // --to-file writes the pg_dump archive, refusing to replace an existing file.
     let file = dir.path().join("app.dump");
     lifeboat(

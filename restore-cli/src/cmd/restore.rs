@@ -37,6 +37,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     with_globals: bool,
     /// Allow writing into a non-empty target: must equal the target database name or file path.
+    /// The restore runs in one transaction: a conflict with existing objects changes nothing.
     #[arg(long)]
     confirm: Option<String>,
     /// File holding the target database's password.
@@ -145,8 +146,10 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
         report.database,
         if report.created {
             "created"
+        } else if report.into_non_empty {
+            "existing and non-empty, as confirmed"
         } else {
-            "existing, confirmed"
+            "existing, empty"
         },
         report.dump.payload_bytes,
         if report.globals_errors.is_empty() {
