@@ -437,3 +437,67 @@ async fn a_bucket_without_object_lock_is_refused_unless_lock_mode_is_none() {
     .unwrap();
     assert!(!store.lock_status().await.unwrap().enabled);
 }
+
+/// `lifeboatd check` reports every probe and fails when a store cannot guarantee immutability.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_reachability_and_object_lock() {
+    let src = PgCluster::start().unwrap();
+    src.create_database("small").unwrap();
+    let (dir, k) = workspace();
+    let config = write_config(
+        dir.path(),
+        &k.recipient,
+        &[
+            fs_store_toml("local", &dir.path().join("store")),
+            pg_job_toml("small", "local", &src.url("small"), &["small"], ""),
+        ],
+    );
+    let out = lifeboat_tests::lifeboat::lifeboatd(&config, &["check"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("ok   store local: object lock"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("ok   job small: source: PostgreSQL 15"),
+        "{}",
+        out.stdout
+    );
+
+    let Some(tier) = s3::require_ceph() else {
+        return;
+    };
+    let bucket = format!("check-plain-{}", chrono::Utc::now().timestamp_micros());
+    tier.client()
+        .await
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let config = write_config(
+        dir.path(),
+        &k.recipient,
+        &[
+            s3_store_toml("offsite", &tier, &bucket, "compliance"),
+            pg_job_toml("small", "offsite", &src.url("small"), &["no_such_db"], ""),
+        ],
+    );
+    let out = lifeboat_tests::lifeboat::lifeboatd(&config, &["check", "--json"]);
+    out.expect_code(1);
+    let probes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let failed: Vec<&str> = probes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["ok"] == false)
+        .map(|p| p["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["store offsite: object lock", "job small: source"],
+        "{}",
+        out.stdout
+    );
+}
