@@ -258,6 +258,15 @@ async fn store_stream<Src: Source, S: WriteStore>(
         }
         Ok((report, meta))
     };
+    // Cancellation must not wait for the producer: a pg_dump stuck on a lock may never write again.
+    // Dropping `produce` drops `finish`, which kills pg_dump; its pipe closes, the encoder ends without
+    // a Commit, and the upload (still polled below) sees the channel close and aborts.
+    let produce = async {
+        tokio::select! {
+            produced = produce => produced,
+            () = cancel.cancelled() => Err(BackupError::Cancelled),
+        }
+    };
     let (uploaded, produced) = tokio::join!(store.put_stream(key, rx, lock), produce);
     let (report, meta, receipt) = match (produced, uploaded) {
         (Ok((report, meta)), Ok(receipt)) => (report, meta, receipt),

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod backup_restore;
+mod cancel;
 mod common;
 mod config_errors;
 mod failures;

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 missing_apt=()
-for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl; do
+for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl pgrep:procps; do
   bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}
   command -v "$bin" >/dev/null 2>&1 || missing_apt+=("$pkg")
 done

@@ -1,0 +1,96 @@
+//! Interrupting `lifeboatd run` (SIGINT) while pg_dump is stuck: the run stops promptly, pg_dump is killed,
+//! the multipart upload is aborted and no manifest is written.
+
+use crate::common::workspace;
+use lifeboat_tests::lifeboat::{bin, lifeboat, pg_job_toml, s3_store_toml, write_config};
+use lifeboat_tests::postgres::{run, wait_until, PgCluster};
+use lifeboat_tests::s3;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pg_dump_running(port: u16) -> bool {
+    let out = run(Command::new("pgrep").args(["-f", &format!("pg_dump.*port={port}")])).unwrap();
+    out.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
+    let Some(tier) = s3::require_ceph() else {
+        return;
+    };
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("app").unwrap();
+    pg.psql(
+        "app",
+        "create table t as select generate_series(1, 1000) i;",
+    )
+    .unwrap();
+    // Another session holds an exclusive lock, so pg_dump waits forever for its ACCESS SHARE lock.
+    let locker = pg.connect("app").await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+
+    let (dir, k) = workspace();
+    let bucket = tier.create_locked_bucket("e2e-cancel").await;
+    let config = write_config(
+        dir.path(),
+        &k.recipient,
+        &[
+            s3_store_toml("offsite", &tier, &bucket, "compliance"),
+            pg_job_toml("app", "offsite", &pg.url("app"), &["app"], ""),
+        ],
+    );
+    let mut child = Command::new(bin("lifeboatd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || pg_dump_running(pg.port())),
+        "pg_dump never started"
+    );
+    // Let pg_dump reach its lock wait (it is blocked, not just slow).
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Instant::now();
+    run(Command::new("kill").args(["-INT", &child.id().to_string()])).unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "lifeboatd did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !pg_dump_running(pg.port())),
+        "pg_dump was left running"
+    );
+
+    let out = lifeboat(&config, &["snapshots", "--json"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "[]");
+    let client = tier.client().await;
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "aborted: {:?}",
+        uploads.uploads()
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}
