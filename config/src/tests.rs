@@ -260,7 +260,7 @@ store = "second-disk"
         panic!()
     };
     // Resolved against the config directory (`..` is kept: no file-system access).
-    assert_eq!(fs.path, PathBuf::from("/etc/lifeboat/../backups"));
+    assert_eq!(fs.path, PathBuf::from("/etc/backups"));
     assert_eq!(fs.prefix, "");
 
     let StoreKind::S3(profiled) = &config.stores["profiled"].kind else {

@@ -178,7 +178,8 @@ impl Validator<'_> {
         } else {
             self.base_dir.join(path)
         };
-        Some(std::path::absolute(&joined).unwrap_or(joined))
+        let absolute = std::path::absolute(&joined).unwrap_or(joined);
+        Some(normalize_lexically(&absolute))
     }
 
     /// A secret given as `{base}_env` or `{base}_file` (never both).
@@ -1084,4 +1085,41 @@ impl Validator<'_> {
 /// Absent, or an empty list.
 fn is_empty(value: Option<&Spanned<OneOrMany>>) -> bool {
     value.is_none_or(|v| matches!(v.get_ref(), OneOrMany::Many(list) if list.is_empty()))
+}
+
+/// Removes `.` and resolves `..` components without touching the file system (so the path need not exist),
+/// e.g. `/etc/lifeboat/../data` → `/etc/data`.
+fn normalize_lexically(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // `/..` is `/`; a relative path keeps leading `..`s.
+                if out.parent().is_some() && out.file_name().is_some() {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::normalize_lexically;
+    use std::path::Path;
+
+    #[test]
+    fn dot_dot_is_resolved_without_the_file_system() {
+        assert_eq!(
+            normalize_lexically(Path::new("/a/b/../c/./d")),
+            Path::new("/a/c/d")
+        );
+        assert_eq!(normalize_lexically(Path::new("/../x")), Path::new("/x"));
+    }
 }
