@@ -57,28 +57,16 @@ where
     }
 }
 
-fn is_404<E, R>(e: &SdkError<E, R>) -> bool
-where
-    E: ProvideErrorMetadata,
-    R: HttpStatus,
-{
+/// The SDK's error type for one operation.
+type S3Error<E> = SdkError<E, aws_sdk_s3::config::http::HttpResponse>;
+
+fn is_404<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
     if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
         if matches!(code, "NoSuchKey" | "NotFound" | "NoSuchVersion") {
             return true;
         }
     }
-    e.raw_response().map(|r| r.status_code()) == Some(404)
-}
-
-/// The HTTP status of a raw response, whatever the SDK's response type.
-trait HttpStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
+    e.raw_response().map(|r| r.status().as_u16()) == Some(404)
 }
 
 fn to_smithy(t: DateTime<Utc>) -> aws_sdk_s3::primitives::DateTime {
@@ -153,6 +141,21 @@ impl S3Store {
 
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Maps a read's error: a missing object is [`StoreError::NotFound`], anything else a backend error.
+    fn read_error<E>(&self, op: &'static str, key: &str, e: &S3Error<E>) -> StoreError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        if is_404(e) {
+            StoreError::NotFound {
+                store: self.name.clone(),
+                key: key.to_owned(),
+            }
+        } else {
+            self.backend(op, key, render(e))
+        }
     }
 
     fn backend(&self, op: &'static str, key: &str, message: String) -> StoreError {
@@ -253,16 +256,7 @@ impl S3Store {
             .set_version_id(version_id.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| {
-                if is_404(&e) {
-                    StoreError::NotFound {
-                        store: self.name.clone(),
-                        key: key.to_owned(),
-                    }
-                } else {
-                    self.backend("HeadObject", key, render(&e))
-                }
-            })?;
+            .map_err(|e| self.read_error("HeadObject", key, &e))?;
         let lock = out.object_lock_mode().map(|m| ObjectLock {
             mode: m.as_str().to_owned(),
             retain_until: out.object_lock_retain_until_date().and_then(from_smithy),
@@ -285,16 +279,7 @@ impl S3Store {
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| {
-                if is_404(&e) {
-                    StoreError::NotFound {
-                        store: self.name.clone(),
-                        key: key.to_owned(),
-                    }
-                } else {
-                    self.backend("GetObject", key, render(&e))
-                }
-            })
+            .map_err(|e| self.read_error("GetObject", key, &e))
     }
 
     /// Objects are written once. `If-None-Match: *` enforces that where the store supports it (AWS, moto);
