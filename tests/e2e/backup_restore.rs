@@ -346,16 +346,7 @@ async fn backup_to_s3_is_locked_in_compliance_mode_and_restores_identically() {
                 tier.name
             );
         }
-        let uploads = client
-            .list_multipart_uploads()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            uploads.uploads().is_empty(),
-            "no multipart upload left behind"
-        );
+        crate::common::assert_no_multipart_uploads(&tier, &bucket).await;
 
         let db = format!("restored_{}", tier.name);
         let out = lifeboat(
@@ -381,13 +372,7 @@ async fn a_bucket_without_object_lock_is_refused_unless_lock_mode_is_none() {
     let Some(tier) = s3::require_ceph() else {
         return;
     };
-    let src = PgCluster::start().unwrap();
-    src.create_database("small").unwrap();
-    src.psql(
-        "small",
-        "create table t(i int); insert into t select generate_series(1, 100);",
-    )
-    .unwrap();
+    let src = crate::common::small_source("small", 100);
     let (dir, k) = workspace();
     let bucket = format!("plain-{}", chrono::Utc::now().timestamp_micros());
     tier.client()

@@ -2,8 +2,8 @@
 //! the multipart upload is aborted and no manifest is written.
 
 use crate::common::workspace;
-use lifeboat_tests::lifeboat::{bin, lifeboat, pg_job_toml, s3_store_toml, write_config};
-use lifeboat_tests::postgres::{run, wait_until, PgCluster};
+use lifeboat_tests::lifeboat::{bin, pg_job_toml, s3_store_toml, write_config};
+use lifeboat_tests::postgres::{run, wait_until};
 use lifeboat_tests::s3;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,13 +18,7 @@ async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
     let Some(tier) = s3::require_ceph() else {
         return;
     };
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("app").unwrap();
-    pg.psql(
-        "app",
-        "create table t as select generate_series(1, 1000) i;",
-    )
-    .unwrap();
+    let pg = crate::common::small_source("app", 1000);
     // Another session holds an exclusive lock, so pg_dump waits forever for its ACCESS SHARE lock.
     let locker = pg.connect("app").await.unwrap();
     locker
@@ -77,20 +71,7 @@ async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
         "pg_dump was left running"
     );
 
-    let out = lifeboat(&config, &["snapshots", "--json"]);
-    out.expect_code(0);
-    assert_eq!(out.stdout.trim(), "[]");
-    let client = tier.client().await;
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "aborted: {:?}",
-        uploads.uploads()
-    );
+    crate::common::assert_no_snapshot(&config);
+    crate::common::assert_no_multipart_uploads(&tier, &bucket).await;
     locker.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -43,3 +43,40 @@ pub async fn assert_databases_equal(a: (&PgCluster, &str), b: (&PgCluster, &str)
     fb.database = Default::default();
     assert_same(&fa, &fb);
 }
+
+/// A cluster with database `db` holding one table `t` of `rows` integers.
+pub fn small_source(db: &str, rows: u32) -> PgCluster {
+    let pg = PgCluster::start().expect("start source cluster");
+    pg.create_database(db).expect("create database");
+    pg.psql(
+        db,
+        &format!("create table t as select generate_series(1, {rows}) i;"),
+    )
+    .expect("fill table");
+    pg
+}
+
+/// `lifeboat snapshots --json` lists nothing.
+pub fn assert_no_snapshot(config: &Path) {
+    let out = lifeboat_tests::lifeboat::lifeboat(config, &["snapshots", "--json"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "[]", "no snapshot may be listed");
+}
+
+/// No incomplete multipart upload is left in `bucket`.
+pub async fn assert_no_multipart_uploads(tier: &lifeboat_tests::s3::S3Tier, bucket: &str) {
+    let uploads = tier
+        .client()
+        .await
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    assert!(
+        uploads.uploads().is_empty(),
+        "{}: multipart uploads left behind: {:?}",
+        tier.name,
+        uploads.uploads()
+    );
+}

@@ -1,9 +1,9 @@
 //! Failure paths: a pg_dump that fails (wrong database, killed mid-stream) leaves no manifest and no
 //! incomplete multipart upload, on the fs store and on Ceph.
 
-use crate::common::workspace;
+use crate::common::{assert_no_snapshot, workspace};
 use lifeboat_tests::lifeboat::{
-    fs_store_toml, lifeboat, lifeboatd, pg_job_toml, s3_store_toml, write_config,
+    fs_store_toml, lifeboatd, pg_job_toml, s3_store_toml, write_config,
 };
 use lifeboat_tests::postgres::PgCluster;
 use lifeboat_tests::s3;
@@ -31,12 +31,6 @@ fn bulky_source() -> PgCluster {
     // Random text compresses badly, so the dump is well past the 2 MB cut and several 5 MiB parts.
     pg.psql("app", "create table big as select i, md5(i::text) || md5((i*7)::text) as t from generate_series(1, 400000) i;").unwrap();
     pg
-}
-
-fn assert_no_snapshot(config: &Path) {
-    let out = lifeboat(config, &["snapshots", "--json"]);
-    out.expect_code(0);
-    assert_eq!(out.stdout.trim(), "[]", "no snapshot may be listed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,17 +112,7 @@ async fn failed_dumps_leave_no_manifest_and_no_multipart_upload_on_ceph() {
     assert_no_snapshot(&config);
 
     let client = tier.client().await;
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "aborted: {:?}",
-        uploads.uploads()
-    );
+    crate::common::assert_no_multipart_uploads(&tier, &bucket).await;
     let objects = client
         .list_objects_v2()
         .bucket(&bucket)
