@@ -11,7 +11,13 @@ use toml::Spanned;
 pub(crate) const TOP_LEVEL_KEYS: &[&str] = &["daemon", "stores", "encryption", "jobs"];
 
 /// Keys of `[daemon]`; must list exactly the fields of [`RawDaemon`] (checked by a test).
-pub(crate) const DAEMON_KEYS: &[&str] = &["listen", "max_concurrent_jobs", "pg_bin_dirs"];
+pub(crate) const DAEMON_KEYS: &[&str] = &[
+    "listen",
+    "max_concurrent_jobs",
+    "pg_bin_dirs",
+    "shutdown_grace",
+    "probe_interval",
+];
 
 /// Keys every `[stores.NAME]` accepts, whatever its kind.
 pub(crate) const STORE_COMMON_KEYS: &[&str] = &["kind", "lock_mode", "retention", "prefix"];
@@ -45,6 +51,11 @@ pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
     "timezone",
     "compression_level",
     "compression_threads",
+    "jitter",
+    "catch_up",
+    "timeout",
+    "retry_attempts",
+    "retry_backoff",
 ];
 /// Keys only `kind = "postgres"` jobs accept.
 pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
@@ -79,6 +90,8 @@ pub(crate) struct RawDaemon {
     pub listen: Option<Spanned<String>>,
     pub max_concurrent_jobs: Option<Spanned<i64>>,
     pub pg_bin_dirs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub probe_interval: Option<Spanned<String>>,
 }
 
 /// `[stores.NAME]`, all kinds flattened into one table; validation rejects keys of the wrong kind.
@@ -125,6 +138,11 @@ pub(crate) struct RawJob {
     pub timezone: Option<Spanned<String>>,
     pub compression_level: Option<Spanned<i64>>,
     pub compression_threads: Option<Spanned<i64>>,
+    pub jitter: Option<Spanned<String>>,
+    pub catch_up: Option<Spanned<bool>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retry_attempts: Option<Spanned<i64>>,
+    pub retry_backoff: Option<Spanned<String>>,
     // postgres
     pub url: Option<Spanned<String>>,
     pub databases: Option<Spanned<OneOrMany>>,

@@ -93,6 +93,28 @@ fn insert_after(text: &str, after: &str, lines: &str) -> String {
     replace_line(text, after, &format!("{line}\n{lines}"))
 }
 
+#[test]
+fn bad_run_policy_values_name_the_key_and_line() {
+    let text = insert_after(
+        &base_config(),
+        "store = \"offsite\"",
+        "jitter = \"soon\"\ntimeout = \"0s\"\nretry_attempts = 0\nretry_backoff = \"2h\"",
+    );
+    let text = insert_after(&text, "listen =", "shutdown_grace = \"forever\"");
+    let errors = parse_err(&text);
+    let e = error_for(&errors, "jobs.main-db.jitter");
+    assert!(e.message.contains("invalid duration \"soon\""), "{e}");
+    assert_eq!(e.line, Some(line_of(&text, "jitter =")));
+    let e = error_for(&errors, "jobs.main-db.timeout");
+    assert!(e.message.contains("out of range"), "{e}");
+    let e = error_for(&errors, "jobs.main-db.retry_attempts");
+    assert!(e.message.contains("between 1 and 100"), "{e}");
+    let e = error_for(&errors, "jobs.main-db.retry_backoff");
+    assert!(e.message.contains("between 0s and 1h"), "{e}");
+    let e = error_for(&errors, "daemon.shutdown_grace");
+    assert_eq!(e.line, Some(line_of(&text, "shutdown_grace")));
+}
+
 // ----- valid configurations --------------------------------------------------------------------------------------
 
 #[test]
@@ -102,6 +124,8 @@ fn minimal_config_parses_with_defaults() {
     assert_eq!(config.daemon.listen, "127.0.0.1:9187".parse().unwrap());
     assert_eq!(config.daemon.max_concurrent_jobs, 2);
     assert!(config.daemon.pg_bin_dirs.is_empty());
+    assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(60));
+    assert_eq!(config.daemon.probe_interval, Duration::from_secs(300));
 
     let store = &config.stores["offsite"];
     assert_eq!(store.name, "offsite");
@@ -142,6 +166,16 @@ fn minimal_config_parses_with_defaults() {
     assert_eq!(pg.databases, Databases::List(vec!["app".into()]));
     assert_eq!(pg.password, None);
     assert_eq!(pg.pg_bin_dir, None);
+    assert_eq!(
+        job.run,
+        RunPolicy {
+            jitter: Duration::ZERO,
+            catch_up: true,
+            timeout: None,
+            retry_attempts: 3,
+            retry_backoff: Duration::from_secs(60),
+        }
+    );
 }
 
 #[test]
@@ -152,6 +186,8 @@ fn every_key_set_parses() {
 listen = "[::]:9000"
 max_concurrent_jobs = 3
 pg_bin_dirs = ["/usr/lib/postgresql/16/bin", "bin"]
+shutdown_grace = "2m"
+probe_interval = "30s"
 
 [stores.offsite]
 kind = "s3"
@@ -197,6 +233,11 @@ timezone = "Europe/Berlin"
 store = "offsite"
 compression_level = 19
 compression_threads = 2
+jitter = "5m"
+catch_up = false
+timeout = "4h"
+retry_attempts = 5
+retry_backoff = "10s"
 
 [jobs.billing]
 kind = "postgres"
@@ -277,8 +318,25 @@ store = "second-disk"
         ]
     );
 
+    assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(120));
+    assert_eq!(config.daemon.probe_interval, Duration::from_secs(30));
+
     let job = &config.jobs["main-db"];
     assert_eq!(job.schedule.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(
+        job.run,
+        RunPolicy {
+            jitter: Duration::from_secs(300),
+            catch_up: false,
+            timeout: Some(Duration::from_secs(4 * 3600)),
+            retry_attempts: 5,
+            retry_backoff: Duration::from_secs(10),
+        }
+    );
+    assert_eq!(job.run.backoff_before(2), Duration::from_secs(10));
+    assert_eq!(job.run.backoff_before(3), Duration::from_secs(20));
+    assert_eq!(job.run.backoff_before(5), Duration::from_secs(80));
+    assert_eq!(job.run.backoff_before(99), MAX_RETRY_BACKOFF);
     assert_eq!(
         job.compression,
         CompressionConfig {

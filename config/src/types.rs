@@ -37,6 +37,12 @@ pub struct DaemonConfig {
     /// Directories searched for `pg_dump` and friends before `PATH`. Key `pg_bin_dirs`, default empty;
     /// absolute (relative entries are resolved against the configuration file's directory).
     pub pg_bin_dirs: Vec<PathBuf>,
+    /// How long running jobs may go on after SIGTERM before they are cancelled. Key `shutdown_grace`,
+    /// default 60 s.
+    pub shutdown_grace: Duration,
+    /// How often the daemon checks that every store is reachable (for `/readyz`) and re-reads the newest
+    /// snapshots and verification records (for the metrics). Key `probe_interval`, default 5 min, at least 1 s.
+    pub probe_interval: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -45,9 +51,14 @@ impl Default for DaemonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_LISTEN_PORT)),
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
             pg_bin_dirs: Vec::new(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
         }
     }
 }
+
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 pub(crate) const DEFAULT_LISTEN_PORT: u16 = 9187;
 pub(crate) const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
@@ -210,9 +221,57 @@ pub struct JobConfig {
     pub schedule: Schedule,
     /// zstd settings (keys `compression_level`, `compression_threads`).
     pub compression: CompressionConfig,
+    /// How the scheduler runs the job (keys `jitter`, `catch_up`, `timeout`, `retry_attempts`,
+    /// `retry_backoff`).
+    pub run: RunPolicy,
     /// What the job backs up (key `kind` plus the kind's keys).
     pub source: SourceConfig,
 }
+
+/// How the daemon's scheduler runs a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPolicy {
+    /// Each scheduled run starts after a random delay in `[0, jitter)` (key `jitter`, default 0).
+    pub jitter: Duration,
+    /// Run once at start-up when the store's newest snapshot predates the schedule's last due time
+    /// (key `catch_up`, default true).
+    pub catch_up: bool,
+    /// An attempt still running after this long is cancelled and fails (key `timeout`, default none).
+    pub timeout: Option<Duration>,
+    /// Attempts per run, the first included, before the run counts as failed (key `retry_attempts`,
+    /// 1 to 100, default 3).
+    pub retry_attempts: u32,
+    /// Wait before the first retry; doubled for each further retry, at most one hour
+    /// (key `retry_backoff`, default 1 min).
+    pub retry_backoff: Duration,
+}
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        Self {
+            jitter: Duration::ZERO,
+            catch_up: true,
+            timeout: None,
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+        }
+    }
+}
+
+impl RunPolicy {
+    /// The wait before attempt `attempt` (2 = first retry): `retry_backoff` × 2^(attempt − 2), at most 1 h.
+    pub fn backoff_before(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(2).min(20);
+        self.retry_backoff
+            .saturating_mul(1 << doublings)
+            .min(MAX_RETRY_BACKOFF)
+    }
+}
+
+pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60 * 60);
 
 /// zstd settings of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +401,31 @@ impl Schedule {
             });
         }
         Ok(schedule)
+    }
+
+    /// The last time at or before `at` at which the schedule fired, or `None` if it never did.
+    pub fn last_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = at.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The longest gap between two consecutive fire times among the next `fires` after `from` (at least
+    /// two are looked at): what "one interval" means for an irregular schedule like `0 3 * * 1-5`.
+    pub fn longest_gap_after(&self, from: DateTime<Utc>, fires: usize) -> Option<chrono::Duration> {
+        let mut previous = self.next_after(from)?;
+        let mut longest: Option<chrono::Duration> = None;
+        for _ in 0..fires.max(2) {
+            let Some(next) = self.next_after(previous) else {
+                break;
+            };
+            let gap = next - previous;
+            longest = Some(longest.map_or(gap, |l| l.max(gap)));
+            previous = next;
+        }
+        longest
     }
 
     /// The first time strictly after `after` at which the schedule fires, or `None` if it never fires again.

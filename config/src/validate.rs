@@ -17,7 +17,7 @@ use crate::raw::{
 };
 use crate::types::{
     CompressionConfig, Config, DaemonConfig, Databases, EncryptionConfig, FsConfig, JobConfig,
-    LockConfig, LockMode, PostgresJob, S3Config, Schedule, SecretRef, SourceConfig, StoreConfig,
+    LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule, SecretRef, SourceConfig, StoreConfig,
     StoreKind, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
     MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
 };
@@ -283,6 +283,43 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration like `"90s"` or `"1h 30m"`, between `min` and `max`.
+    fn duration(
+        &mut self,
+        key: String,
+        value: &Spanned<String>,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let text = value.get_ref().trim();
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= min && d <= max => Some(d),
+            Ok(_) => {
+                self.error(
+                    key,
+                    value.span(),
+                    format!(
+                        "duration \"{}\" is out of range: must be between {} and {}",
+                        text.escape_debug(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                    None,
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    key,
+                    value.span(),
+                    format!("invalid duration \"{}\": {e}", text.escape_debug()),
+                    Some("write a duration like \"90s\", \"10m\" or \"2h 30m\"".into()),
+                );
+                None
+            }
+        }
+    }
+
     fn int_in_range(
         &mut self,
         key: String,
@@ -355,6 +392,23 @@ impl Validator<'_> {
                 .and_then(|n| usize::try_from(n).ok())
             {
                 Some(n) => config.max_concurrent_jobs = n,
+                None => ok = false,
+            }
+        }
+        if let Some(grace) = &raw.shutdown_grace {
+            match self.duration(section.key("shutdown_grace"), grace, Duration::ZERO, ONE_DAY) {
+                Some(d) => config.shutdown_grace = d,
+                None => ok = false,
+            }
+        }
+        if let Some(interval) = &raw.probe_interval {
+            match self.duration(
+                section.key("probe_interval"),
+                interval,
+                Duration::from_secs(1),
+                ONE_DAY,
+            ) {
+                Some(d) => config.probe_interval = d,
                 None => ok = false,
             }
         }
@@ -874,6 +928,7 @@ impl Validator<'_> {
 
         let schedule = self.schedule(&section);
         let compression = self.compression(&section);
+        let run = self.run_policy(&section);
         let source = if kind_ok {
             self.reject_keys_of_other_kinds(
                 &section,
@@ -894,8 +949,56 @@ impl Validator<'_> {
             store: store?,
             schedule: schedule?,
             compression: compression?,
+            run: run?,
             source: source?,
         })
+    }
+
+    fn run_policy(&mut self, section: &Section<RawJob>) -> Option<RunPolicy> {
+        let raw = &section.raw;
+        let mut policy = RunPolicy::default();
+        let mut ok = true;
+        if let Some(jitter) = &raw.jitter {
+            match self.duration(section.key("jitter"), jitter, Duration::ZERO, ONE_DAY) {
+                Some(d) => policy.jitter = d,
+                None => ok = false,
+            }
+        }
+        if let Some(catch_up) = &raw.catch_up {
+            policy.catch_up = *catch_up.get_ref();
+        }
+        if let Some(timeout) = &raw.timeout {
+            match self.duration(
+                section.key("timeout"),
+                timeout,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 24 * 60 * 60),
+            ) {
+                Some(d) => policy.timeout = Some(d),
+                None => ok = false,
+            }
+        }
+        if let Some(attempts) = &raw.retry_attempts {
+            match self
+                .int_in_range(section.key("retry_attempts"), attempts, 1, 100)
+                .and_then(|n| u32::try_from(n).ok())
+            {
+                Some(n) => policy.retry_attempts = n,
+                None => ok = false,
+            }
+        }
+        if let Some(backoff) = &raw.retry_backoff {
+            match self.duration(
+                section.key("retry_backoff"),
+                backoff,
+                Duration::ZERO,
+                crate::types::MAX_RETRY_BACKOFF,
+            ) {
+                Some(d) => policy.retry_backoff = d,
+                None => ok = false,
+            }
+        }
+        ok.then_some(policy)
     }
 
     fn schedule(&mut self, section: &Section<RawJob>) -> Option<Schedule> {
