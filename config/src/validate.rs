@@ -17,8 +17,8 @@ use crate::raw::{
 };
 use crate::types::{
     CompressionConfig, Config, DaemonConfig, Databases, EncryptionConfig, FsConfig, JobConfig,
-    LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule, SecretRef, SourceConfig, StoreConfig,
-    StoreKind, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule, SecretRef, SourceConfig,
+    StoreConfig, StoreKind, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
     MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 use crate::values::{
@@ -396,7 +396,12 @@ impl Validator<'_> {
             }
         }
         if let Some(grace) = &raw.shutdown_grace {
-            match self.duration(section.key("shutdown_grace"), grace, Duration::ZERO, ONE_DAY) {
+            match self.duration(
+                section.key("shutdown_grace"),
+                grace,
+                Duration::ZERO,
+                ONE_DAY,
+            ) {
                 Some(d) => config.shutdown_grace = d,
                 None => ok = false,
             }

@@ -81,6 +81,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     source: &mut Src,
     store: &S,
     settings: &BackupSettings,
+    id: SnapshotId,
     cancel: CancellationToken,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
@@ -95,7 +96,6 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         }
     }
     let plan = source.prepare().await?;
-    let id = SnapshotId::new(started_at);
     let snapshot = SnapshotRef {
         job: settings.job.clone(),
         id: id.clone(),
@@ -113,7 +113,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
             }
         },
     };
-    tracing::info!(job = %settings.job, snapshot = %id, store = store.name(), streams = plan.streams.len(), "Backup started.");
+    tracing::debug!(job = %settings.job, snapshot = %id, store = store.name(), streams = plan.streams.len(), "Backup started.");
 
     let mut objects = Vec::new();
     let mut catalog = Catalog {
@@ -182,7 +182,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         )
         .await?;
     let duration = started.elapsed();
-    tracing::info!(job = %settings.job, snapshot = %id, stored_bytes = manifest.stored_bytes(), payload_bytes = manifest.payload_bytes(), duration_s = duration.as_secs_f64(), "Backup completed.");
+    tracing::debug!(job = %settings.job, snapshot = %id, stored_bytes = manifest.stored_bytes(), payload_bytes = manifest.payload_bytes(), duration_s = duration.as_secs_f64(), "Backup completed.");
     Ok(BackupReport {
         snapshot,
         manifest,

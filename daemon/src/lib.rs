@@ -1,8 +1,16 @@
-//! `lifeboatd`'s library: building jobs from the config, running them, and the `check` command.
+//! `lifeboatd`'s library: the service (scheduler, metrics, HTTP endpoint), running jobs, and `check`.
 //! The binary in `main.rs` only parses arguments, sets up logging and maps errors to exit codes.
 
 pub mod check;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod observe;
+pub mod planner;
 pub mod runner;
+pub mod service;
+pub mod worker;
 
 /// Exit code for success.
 pub const EXIT_OK: i32 = 0;

@@ -2,7 +2,8 @@
 //! The work is in the `lifeboat_daemon` library and `lifeboat-core`.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeboat_daemon::{check, runner, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use lifeboat_daemon::{check, runner, service, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "lifeboatd",
     version,
-    after_help = "Examples:\n  lifeboatd --config /etc/lifeboat/lifeboat.toml run main-db\n  lifeboatd --config /etc/lifeboat/lifeboat.toml check\n\nExit codes: 0 ok, 1 operation failed, 2 usage or config error."
+    after_help = "Without a command, lifeboatd runs every job on its schedule and serves /metrics, /healthz and /readyz\non [daemon] listen until SIGTERM or SIGINT (running backups get [daemon] shutdown_grace to finish);\nSIGHUP reloads the configuration (an invalid one is rejected and the running one kept).\n\nExamples:\n  lifeboatd --config /etc/lifeboat/lifeboat.toml\n  lifeboatd --config /etc/lifeboat/lifeboat.toml run main-db\n  lifeboatd --config /etc/lifeboat/lifeboat.toml check\n\nExit codes: 0 ok, 1 operation failed, 2 usage or config error."
 )]
 struct Args {
     /// Configuration file.
@@ -61,6 +62,7 @@ fn init_logging(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -91,10 +93,7 @@ async fn run(args: Args) -> i32 {
         }
     };
     match args.command {
-        None => {
-            eprintln!("lifeboatd: the scheduler (running jobs on their cron schedules) is not implemented yet; run jobs now with `lifeboatd run JOB...`");
-            EXIT_USAGE
-        }
+        None => service::run(args.config, config).await,
         Some(Command::Run { jobs }) => {
             for name in &jobs {
                 if let Err(e) = runner::job(&config, name) {
@@ -117,7 +116,6 @@ async fn run(args: Args) -> i32 {
                 match runner::run_job(&config, name, cancel.clone()).await {
                     Ok(report) => println!("{}", report.snapshot.id),
                     Err(e) => {
-                        tracing::error!(job = %name, error = %e, "Backup failed; no manifest was written.");
                         eprintln!("lifeboatd: job {name}: {e}");
                         code = code.max(e.exit_code());
                     }

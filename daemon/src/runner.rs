@@ -1,13 +1,16 @@
 //! Builds a job's source, store and settings from the validated config, and runs it once.
 //! Secret references and recipient files are resolved here (never in the config crate), and never logged.
 
+use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
+use lifeboat_core::snapshot::SnapshotId;
 use lifeboat_core::source::PostgresSource;
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Why a job could not run.
@@ -98,19 +101,48 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     })
 }
 
-/// Runs one job now.
+/// Runs one job now, logging one line when it starts and one when it ends (job, snapshot id, bytes, duration,
+/// result).
 pub async fn run_job(
     config: &Config,
     name: &str,
     cancel: CancellationToken,
 ) -> Result<BackupReport, JobError> {
-    let mut prepared = prepare(config, name).await?;
-    let report = run_backup(
-        &mut prepared.source,
-        &prepared.store,
-        &prepared.settings,
-        cancel,
-    )
-    .await?;
-    Ok(report)
+    let id = SnapshotId::new(Utc::now());
+    let started = Instant::now();
+    tracing::info!(job = %name, snapshot = %id, "Backup run started.");
+    let result = async {
+        let mut prepared = prepare(config, name).await?;
+        let report = run_backup(
+            &mut prepared.source,
+            &prepared.store,
+            &prepared.settings,
+            id.clone(),
+            cancel,
+        )
+        .await?;
+        Ok::<_, JobError>(report)
+    }
+    .await;
+    let duration_s = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(report) => tracing::info!(
+            job = %name,
+            snapshot = %id,
+            result = "success",
+            source_bytes = report.manifest.payload_bytes(),
+            stored_bytes = report.manifest.stored_bytes(),
+            duration_s,
+            "Backup run finished."
+        ),
+        Err(e) => tracing::error!(
+            job = %name,
+            snapshot = %id,
+            result = "failure",
+            duration_s,
+            error = %e,
+            "Backup run finished; no manifest was written."
+        ),
+    }
+    result
 }

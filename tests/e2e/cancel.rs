@@ -8,11 +8,6 @@ use lifeboat_tests::s3;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn pg_dump_running(port: u16) -> bool {
-    let out = run(Command::new("pgrep").args(["-f", &format!("pg_dump.*port={port}")])).unwrap();
-    out.status.success()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
     let Some(tier) = s3::require_ceph() else {
@@ -20,11 +15,7 @@ async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
     };
     let pg = crate::common::small_source("app", 1000);
     // Another session holds an exclusive lock, so pg_dump waits forever for its ACCESS SHARE lock.
-    let locker = pg.connect("app").await.unwrap();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;")
-        .await
-        .unwrap();
+    let locker = crate::common::block_pg_dump(&pg, "app").await;
 
     let (dir, k) = workspace();
     let bucket = tier.create_locked_bucket("e2e-cancel").await;
@@ -45,7 +36,9 @@ async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
         .spawn()
         .unwrap();
     assert!(
-        wait_until(Duration::from_secs(30), || pg_dump_running(pg.port())),
+        wait_until(Duration::from_secs(30), || crate::common::pg_dump_running(
+            pg.port()
+        )),
         "pg_dump never started"
     );
     // Let pg_dump reach its lock wait (it is blocked, not just slow).
@@ -66,10 +59,7 @@ async fn sigint_while_pg_dump_waits_on_a_lock_aborts_cleanly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cancelled"), "{stderr}");
-    assert!(
-        wait_until(Duration::from_secs(10), || !pg_dump_running(pg.port())),
-        "pg_dump was left running"
-    );
+    crate::common::assert_pg_dump_gone(pg.port());
 
     crate::common::assert_no_snapshot(&config);
     crate::common::assert_no_multipart_uploads(&tier, &bucket).await;

@@ -80,3 +80,33 @@ pub async fn assert_no_multipart_uploads(tier: &lifeboat_tests::s3::S3Tier, buck
         uploads.uploads()
     );
 }
+
+/// Holds an ACCESS EXCLUSIVE lock on `app.t` in an open transaction, so that pg_dump waits forever for its
+/// ACCESS SHARE lock. Roll back (or drop the client) to release it.
+pub async fn block_pg_dump(pg: &PgCluster, db: &str) -> tokio_postgres::Client {
+    let locker = pg.connect(db).await.expect("connect");
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .expect("lock table t");
+    locker
+}
+
+/// Whether a pg_dump of the cluster on `port` is running.
+pub fn pg_dump_running(port: u16) -> bool {
+    let out = lifeboat_tests::postgres::run(
+        std::process::Command::new("pgrep").args(["-f", &format!("pg_dump.*port={port}")]),
+    )
+    .expect("pgrep");
+    out.status.success()
+}
+
+/// pg_dump of the cluster on `port` is gone (within 10 s).
+pub fn assert_pg_dump_gone(port: u16) {
+    assert!(
+        lifeboat_tests::postgres::wait_until(std::time::Duration::from_secs(10), || {
+            !pg_dump_running(port)
+        }),
+        "pg_dump was left running"
+    );
+}

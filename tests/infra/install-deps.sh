@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the machine lacks: Ceph RGW (Debian packages), the age and zstd
-# CLIs, and moto 5.2.5+ (PyPI). Does nothing when all are present; needs root (or sudo) otherwise.
+# CLIs, systemd-analyze and /bin/kill (checking deploy/systemd/), promtool (checking /metrics), and moto 5.2.5+ (PyPI). Does nothing when
+# all are present; needs root (or sudo) otherwise.
 set -euo pipefail
 
 missing_apt=()
-for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl pgrep:procps; do
+for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl pgrep:procps /bin/kill:procps systemd-analyze:systemd promtool:prometheus; do
   bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}
   command -v "$bin" >/dev/null 2>&1 || missing_apt+=("$pkg")
 done

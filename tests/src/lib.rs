@@ -2,8 +2,10 @@
 //! (Ceph RGW, moto) and helpers to run the built binaries. Failing loudly is its job, hence the allows.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 pub mod compare;
+pub mod daemon;
 pub mod fixture;
 pub mod lifeboat;
 pub mod postgres;
+pub mod rgw;
 pub mod s3;
 pub mod skip;

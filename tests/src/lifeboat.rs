@@ -122,15 +122,24 @@ pub fn s3_store_toml(name: &str, tier: &S3Tier, bucket: &str, lock_mode: &str) -
     )
 }
 
-/// A `[jobs.NAME]` table for a PostgreSQL job; `extra` lines are appended verbatim.
+/// A `[jobs.NAME]` table for a PostgreSQL job; `extra` lines are appended verbatim (a `schedule` line there
+/// replaces the default `0 3 * * *`).
 pub fn pg_job_toml(name: &str, store: &str, url: &str, databases: &[&str], extra: &str) -> String {
     let dbs = databases
         .iter()
         .map(|d| format!("{d:?}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let schedule = if extra
+        .lines()
+        .any(|l| l.trim_start().starts_with("schedule"))
+    {
+        ""
+    } else {
+        "schedule = \"0 3 * * *\"\n"
+    };
     format!(
-        "[jobs.{name}]\nkind = \"postgres\"\nurl = \"{url}\"\ndatabases = [{dbs}]\nschedule = \"0 3 * * *\"\nstore = \"{store}\"\n{extra}"
+        "[jobs.{name}]\nkind = \"postgres\"\nurl = \"{url}\"\ndatabases = [{dbs}]\n{schedule}store = \"{store}\"\n{extra}"
     )
 }
 

@@ -1,0 +1,128 @@
+//! Reads the truth from the stores: is each store reachable and locked, what is each job's newest complete
+//! snapshot and newest passed verification. Feeds `/readyz`, the metrics and the catch-up decisions.
+
+use crate::health::{Health, StoreHealth};
+use crate::metrics::Metrics;
+use chrono::{DateTime, Utc};
+use lifeboat_config::{Config, LockMode};
+use lifeboat_core::inventory::job_inventory;
+use lifeboat_core::store::{AnyStore, ReadStore};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long one store may take to answer a probe (the SDK retries inside this).
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading one job's snapshots and records may take.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a probe learnt about one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobObservation {
+    /// The store was read: the newest complete snapshot started at this time (`None`: there is none).
+    Known(Option<DateTime<Utc>>),
+    /// The store could not be read.
+    Unknown,
+}
+
+/// Probes every store of `config` and reads the inventory of `jobs`, updating `metrics` and `health`.
+pub async fn probe(
+    config: &Config,
+    jobs: &[String],
+    metrics: &Metrics,
+    health: &Health,
+) -> BTreeMap<String, JobObservation> {
+    let mut stores = BTreeMap::new();
+    let mut built = BTreeMap::new();
+    for (name, cfg) in &config.stores {
+        let (store_health, immutable) = match AnyStore::build(cfg).await {
+            Err(e) => (
+                StoreHealth {
+                    reachable: false,
+                    detail: e.to_string(),
+                },
+                None,
+            ),
+            Ok(store) => {
+                let outcome = tokio::time::timeout(STORE_PROBE_TIMEOUT, store.lock_status()).await;
+                built.insert(name.clone(), store);
+                match outcome {
+                    Err(_) => (
+                        StoreHealth {
+                            reachable: false,
+                            detail: format!("no answer within {}s", STORE_PROBE_TIMEOUT.as_secs()),
+                        },
+                        None,
+                    ),
+                    Ok(Err(e)) => (
+                        StoreHealth {
+                            reachable: false,
+                            detail: e.to_string(),
+                        },
+                        None,
+                    ),
+                    Ok(Ok(status)) => (
+                        StoreHealth {
+                            reachable: true,
+                            detail: status.detail,
+                        },
+                        Some(status.enabled && cfg.lock.mode != LockMode::None),
+                    ),
+                }
+            }
+        };
+        if !store_health.reachable {
+            tracing::warn!(store = %name, detail = %store_health.detail, "Store probe failed.");
+        }
+        metrics.store_probed(name, store_health.reachable, immutable);
+        stores.insert(name.clone(), store_health);
+    }
+    let reachable: Vec<String> = stores
+        .iter()
+        .filter(|(_, h)| h.reachable)
+        .map(|(n, _)| n.clone())
+        .collect();
+
+    let mut observed = BTreeMap::new();
+    for name in jobs {
+        let Some(job) = config.jobs.get(name) else {
+            continue;
+        };
+        let observation = match built.get(&job.store) {
+            Some(store) if reachable.contains(&job.store) => {
+                match tokio::time::timeout(INVENTORY_TIMEOUT, job_inventory(store, name)).await {
+                    Ok(Ok(inventory)) => {
+                        for problem in &inventory.unreadable {
+                            tracing::warn!(job = %name, problem = %problem, "Snapshot ignored: its manifest cannot be read.");
+                        }
+                        for problem in &inventory.verifications.unreadable {
+                            tracing::warn!(job = %name, problem = %problem, "Verification record ignored.");
+                        }
+                        if let Some(newest) = &inventory.newest {
+                            metrics.snapshot_complete(&newest.manifest);
+                        }
+                        let v = &inventory.verifications;
+                        metrics.verification(
+                            name,
+                            v.last_passed.as_ref().map(|r| r.finished_at),
+                            v.last_drill.as_ref().and_then(|r| r.restore_seconds),
+                        );
+                        JobObservation::Known(inventory.newest.map(|n| n.manifest.started_at))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = %name, store = %job.store, error = %e, "Cannot read the job's snapshots.");
+                        JobObservation::Unknown
+                    }
+                    Err(_) => {
+                        tracing::warn!(job = %name, store = %job.store, "Reading the job's snapshots timed out.");
+                        JobObservation::Unknown
+                    }
+                }
+            }
+            _ => JobObservation::Unknown,
+        };
+        observed.insert(name.clone(), observation);
+    }
+    // Ready only once the metrics hold what the store says (a restart must not look fresh for a moment).
+    health.set_stores(stores);
+    observed
+}
