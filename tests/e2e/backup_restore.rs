@@ -486,3 +486,45 @@ async fn check_reports_reachability_and_object_lock() {
         out.stdout
     );
 }
+
+/// `lock_mode = "none"` on a bucket without versioning or Object Lock: stores answer without version ids (moto
+/// says `null`), and the snapshot must still be written, listed and restorable.
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_mode_none_works_on_an_unversioned_bucket() {
+    for tier in lifeboat_tests::s3::require_all() {
+        let src = crate::common::small_source("app", 500);
+        let (dir, k) = workspace();
+        let bucket = tier.create_plain_bucket("e2e-plain").await;
+        let config = write_config(
+            dir.path(),
+            &k.recipient,
+            &[
+                s3_store_toml("plain", &tier, &bucket, "none"),
+                pg_job_toml("app", "plain", &src.url("app"), &["app"], ""),
+            ],
+        );
+        let id = crate::common::backup(&config, "app");
+        let listed = lifeboat(&config, &["snapshots", "--json"]);
+        listed.expect_code(0);
+        assert!(
+            listed.stdout.contains(&id),
+            "{}: {}",
+            tier.name,
+            listed.stdout
+        );
+        let file = dir.path().join("app.dump");
+        lifeboat(
+            &config,
+            &[
+                "restore",
+                &format!("app/{id}"),
+                "--identity",
+                k.identity_file.to_str().unwrap(),
+                "--to-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .expect_code(0);
+        assert!(std::fs::metadata(&file).unwrap().len() > 0, "{}", tier.name);
+    }
+}

@@ -137,6 +137,28 @@ impl S3Tier {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// Creates a bucket without Object Lock or versioning (for `lock_mode = "none"`).
+    pub async fn create_plain_bucket(&self, prefix: &str) -> String {
+        let bucket = unique_bucket_name(prefix);
+        let mut create = self.client().await.create_bucket().bucket(&bucket);
+        if self.region != "us-east-1" {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        if let Err(e) = create.send().await {
+            panic!(
+                "{}: CreateBucket {bucket} at {} failed: {}",
+                self.name,
+                self.endpoint,
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            );
+        }
+        bucket
+    }
+
     /// Creates a new bucket with Object Lock enabled (hence versioning) and no default
     /// retention, and returns its name: `<prefix>-<unique suffix>`, unique per call, across
     /// processes and runs. Panics with the store's error if creation or the check fails.

@@ -42,16 +42,19 @@ pub struct S3Store {
     parts_in_flight: usize,
 }
 
-fn render<E, R>(e: &SdkError<E, R>) -> String
+fn render<E>(e: &S3Error<E>) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
 {
     match e.as_service_error() {
         Some(service) => match (service.code(), service.message()) {
             (Some(code), Some(msg)) => format!("{code}: {msg}"),
             (Some(code), None) => code.to_owned(),
-            _ => DisplayErrorContext(e).to_string(),
+            // No error document (HEAD answers have no body): the status is all there is.
+            _ => match e.raw_response() {
+                Some(raw) => format!("HTTP {} without an error code", raw.status().as_u16()),
+                None => DisplayErrorContext(e).to_string(),
+            },
         },
         None => DisplayErrorContext(e).to_string(),
     }
@@ -67,6 +70,42 @@ fn is_404<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
         }
     }
     e.raw_response().map(|r| r.status().as_u16()) == Some(404)
+}
+
+/// Whether an error is worth re-sending the same request for: no answer (connection refused or reset, timeout,
+/// unreadable response), a 5xx, or throttling. A 4xx answer (bad digest, no such upload) is final.
+fn is_transient<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || matches!(
+                    service.err().code(),
+                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                )
+        }
+        _ => false,
+    }
+}
+
+/// Attempts per part on top of the SDK's own retries: the multipart upload stays open meanwhile, so a store
+/// that is away for up to ~30 s costs a pause, not the snapshot.
+const PART_ATTEMPTS: u32 = 5;
+
+/// Pause before re-sending a part: 1, 2, 4, 8 s.
+fn part_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1 << attempt.saturating_sub(1).min(5))
+}
+
+/// A version id worth keeping: an unversioned bucket has none, though some stores (moto) answer `null`, which they
+/// then refuse as a `versionId` parameter.
+fn real_version(v: Option<&str>) -> Option<String> {
+    v.filter(|v| !v.is_empty() && *v != "null")
+        .map(str::to_owned)
 }
 
 fn to_smithy(t: DateTime<Utc>) -> aws_sdk_s3::primitives::DateTime {
@@ -264,7 +303,7 @@ impl S3Store {
         Ok(ObjectInfo {
             key: key.to_owned(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
-            version_id: out.version_id().map(str::to_owned),
+            version_id: real_version(out.version_id()),
             lock,
         })
     }
@@ -347,23 +386,37 @@ impl S3Store {
                         let _permit = permit;
                         let md5 = md5_b64(&bytes);
                         let len = bytes.len() as i64;
-                        let out = client
-                            .upload_part()
-                            .bucket(bucket)
-                            .key(full)
-                            .upload_id(upload_id)
-                            .part_number(number)
-                            .content_length(len)
-                            .content_md5(md5)
-                            .body(ByteStream::from(bytes))
-                            .send()
-                            .await
-                            .map_err(|e| StoreError::Backend {
-                                store,
-                                op: "UploadPart",
-                                key: key_owned,
-                                message: render(&e),
-                            })?;
+                        let mut attempt = 1;
+                        let out = loop {
+                            let sent = client
+                                .upload_part()
+                                .bucket(&bucket)
+                                .key(&full)
+                                .upload_id(&upload_id)
+                                .part_number(number)
+                                .content_length(len)
+                                .content_md5(&md5)
+                                .body(ByteStream::from(bytes.clone()))
+                                .send()
+                                .await;
+                            match sent {
+                                Ok(out) => break out,
+                                Err(e) if attempt < PART_ATTEMPTS && is_transient(&e) => {
+                                    let wait = part_backoff(attempt);
+                                    tracing::warn!(store = %store, key = %key_owned, part = number, attempt, wait_s = wait.as_secs(), error = %render(&e), "Part upload failed; re-sending it.");
+                                    tokio::time::sleep(wait).await;
+                                    attempt += 1;
+                                }
+                                Err(e) => {
+                                    return Err(StoreError::Backend {
+                                        store,
+                                        op: "UploadPart",
+                                        key: key_owned,
+                                        message: render(&e),
+                                    })
+                                }
+                            }
+                        };
                         Ok(CompletedPart::builder()
                             .part_number(number)
                             .set_e_tag(out.e_tag().map(str::to_owned))
@@ -591,7 +644,7 @@ impl WriteStore for S3Store {
             }
         };
         let (lock, version_id, size) = self
-            .ensure_lock(key, out.version_id().map(str::to_owned), lock)
+            .ensure_lock(key, real_version(out.version_id()), lock)
             .await?;
         Ok(PutReceipt {
             key: key.to_owned(),
@@ -637,7 +690,7 @@ impl WriteStore for S3Store {
                 }
             })?;
         let (lock, version_id, size) = self
-            .ensure_lock(key, out.version_id().map(str::to_owned), lock)
+            .ensure_lock(key, real_version(out.version_id()), lock)
             .await?;
         Ok(PutReceipt {
             key: key.to_owned(),
@@ -673,5 +726,41 @@ impl AdminStore for S3Store {
                 }
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::upload_part::UploadPartError;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service(status: u16, code: &str) -> S3Error<UploadPartError> {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        let err = UploadPartError::generic(ErrorMetadata::builder().code(code).build());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn only_unanswered_server_side_and_throttled_requests_are_retried() {
+        assert!(is_transient(&service(503, "ServiceUnavailable")));
+        assert!(is_transient(&service(500, "InternalError")));
+        assert!(is_transient(&service(429, "TooManyRequests")));
+        assert!(is_transient(&service(400, "RequestTimeout")));
+        assert!(is_transient(
+            &SdkError::<UploadPartError, HttpResponse>::timeout_error("slow")
+        ));
+        assert!(!is_transient(&service(400, "InvalidDigest")));
+        assert!(!is_transient(&service(404, "NoSuchUpload")));
+        assert!(!is_transient(&service(403, "AccessDenied")));
+        assert_eq!(part_backoff(1).as_secs(), 1);
+        assert_eq!(part_backoff(4).as_secs(), 8);
+        let total: u64 = (1..PART_ATTEMPTS).map(|a| part_backoff(a).as_secs()).sum();
+        assert_eq!(
+            total, 15,
+            "a part waits out a store outage of about 15 s plus SDK retries"
+        );
     }
 }
