@@ -92,11 +92,11 @@ impl Planner {
         Self::new(
             max_concurrent,
             Box::new(|max| {
-                if max.is_zero() {
+                use rand::RngExt;
+                let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+                if millis == 0 {
                     Duration::ZERO
                 } else {
-                    use rand::RngExt;
-                    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
                     Duration::from_millis(rand::rng().random_range(0..millis))
                 }
             }),
@@ -447,6 +447,14 @@ mod tests {
             let next = random.next_run("db").unwrap();
             assert!(next >= utc(2026, 3, 1, 10, 0) && next < utc(2026, 3, 1, 10, 10));
         }
+        // Below the millisecond resolution: no delay, no panic.
+        random.upsert(
+            "db",
+            schedule("0 * * * *"),
+            Duration::from_micros(500),
+            utc(2026, 3, 1, 9, 30),
+        );
+        assert_eq!(random.next_run("db"), Some(utc(2026, 3, 1, 10, 0)));
     }
 
     #[test]
