@@ -139,8 +139,14 @@ fn scheduled_runs_export_metrics_that_survive_a_restart() {
             && l.contains("\"stored_bytes\"")),
         "{log}"
     );
-    assert!(!log.contains(&tier.secret_key), "the S3 secret key leaked into the log");
-    assert!(!log.contains(&k.identity_text), "an age identity leaked into the log");
+    assert!(
+        !log.contains(&tier.secret_key),
+        "the S3 secret key leaked into the log"
+    );
+    assert!(
+        !log.contains(&k.identity_text),
+        "an age identity leaked into the log"
+    );
     // Logs are JSON lines.
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<serde_json::Value>(line)
