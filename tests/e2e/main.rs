@@ -9,6 +9,7 @@ mod config_errors;
 mod daemon;
 mod failures;
 mod large;
+mod pgpass;
 mod store_suite;
 mod systemd_unit;
 mod tls;
