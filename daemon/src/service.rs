@@ -117,7 +117,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
             }
             () = tokio::time::sleep_until(next_probe) => {
                 next_probe = tokio::time::Instant::now() + service.config.daemon.probe_interval;
-                service.spawn_probe(Vec::new());
+                // A slow store must not pile probes up: skip a tick while one is still running.
+                if service.probes.is_empty() {
+                    service.spawn_probe(Vec::new());
+                }
             }
             _ = signals.hup.recv() => service.reload(),
             _ = signals.term.recv() => {
