@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::error::Diagnostics;
 use crate::raw::{
-    self, RawDaemon, RawEncryption, RawJob, RawStore, DAEMON_KEYS, ENCRYPTION_KEYS, TOP_LEVEL_KEYS,
-    UNIMPLEMENTED_JOB_KINDS,
+    self, RawDaemon, RawDrill, RawEncryption, RawJob, RawStore, DAEMON_KEYS, DRILL_KEYS,
+    ENCRYPTION_KEYS, TOP_LEVEL_KEYS, UNIMPLEMENTED_JOB_KINDS,
 };
 
 /// One table, deserialized.
@@ -58,6 +58,7 @@ pub(crate) struct Document {
     pub encryption_span: Option<Range<usize>>,
     pub encryption: Option<Section<RawEncryption>>,
     pub jobs: Vec<Named<RawJob>>,
+    pub drill: Option<Section<RawDrill>>,
 }
 
 /// Parses `text`; returns `None` (with every syntax error recorded) if it is not valid TOML.
@@ -82,6 +83,7 @@ pub(crate) fn split(text: &str, diag: &mut Diagnostics) -> Option<Document> {
         let key_span = key.span();
         match key.get_ref().as_ref() {
             "daemon" => doc.daemon = table::<RawDaemon>(diag, "daemon", value, DAEMON_KEYS),
+            "drill" => doc.drill = table::<RawDrill>(diag, "drill", value, DRILL_KEYS),
             "encryption" => {
                 doc.encryption_span = Some(key_span);
                 doc.encryption = table::<RawEncryption>(diag, "encryption", value, ENCRYPTION_KEYS);

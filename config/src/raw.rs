@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Top-level keys (tables) of the document.
-pub(crate) const TOP_LEVEL_KEYS: &[&str] = &["daemon", "stores", "encryption", "jobs"];
+pub(crate) const TOP_LEVEL_KEYS: &[&str] = &["daemon", "stores", "encryption", "jobs", "drill"];
 
 /// Keys of `[daemon]`; must list exactly the fields of [`RawDaemon`] (checked by a test).
 pub(crate) const DAEMON_KEYS: &[&str] = &[
@@ -40,6 +40,19 @@ pub(crate) const STORE_S3_KEYS: &[&str] = &[
 /// Keys only `kind = "fs"` stores accept.
 pub(crate) const STORE_FS_KEYS: &[&str] = &["path"];
 
+/// Keys of `[drill]`.
+pub(crate) const DRILL_KEYS: &[&str] = &[
+    "scratch_url",
+    "password_file",
+    "password_env",
+    "pg_bin_dir",
+    "run_as",
+];
+
+/// Keys of `[jobs.NAME.drill]` (serde's `deny_unknown_fields` rejects others; listed for the tests).
+#[cfg(test)]
+pub(crate) const JOB_DRILL_KEYS: &[&str] = &["checks", "database"];
+
 /// Keys of `[encryption]`.
 pub(crate) const ENCRYPTION_KEYS: &[&str] = &["recipients", "recipients_file"];
 
@@ -56,6 +69,7 @@ pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
     "timeout",
     "retry_attempts",
     "retry_backoff",
+    "drill",
 ];
 /// Keys only `kind = "postgres"` jobs accept.
 pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
@@ -143,12 +157,32 @@ pub(crate) struct RawJob {
     pub timeout: Option<Spanned<String>>,
     pub retry_attempts: Option<Spanned<i64>>,
     pub retry_backoff: Option<Spanned<String>>,
+    pub drill: Option<Spanned<RawJobDrill>>,
     // postgres
     pub url: Option<Spanned<String>>,
     pub databases: Option<Spanned<OneOrMany>>,
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub pg_bin_dir: Option<Spanned<String>>,
+}
+
+/// `[jobs.NAME.drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJobDrill {
+    pub checks: Option<Spanned<Vec<Spanned<String>>>>,
+    pub database: Option<Spanned<String>>,
+}
+
+/// `[drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDrill {
+    pub scratch_url: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub pg_bin_dir: Option<Spanned<String>>,
+    pub run_as: Option<Spanned<String>>,
 }
 
 /// A string or a list of strings (`recipients_file = "a"` or `["a", "b"]`; `databases = "all"` or `["app"]`).
@@ -283,6 +317,11 @@ mod tests {
             sorted(ENCRYPTION_KEYS.iter().copied())
         );
         assert_eq!(fields_of::<RawJob>(), sorted(job_keys()));
+        assert_eq!(fields_of::<RawDrill>(), sorted(DRILL_KEYS.iter().copied()));
+        assert_eq!(
+            fields_of::<RawJobDrill>(),
+            sorted(JOB_DRILL_KEYS.iter().copied())
+        );
     }
 
     #[test]

@@ -94,6 +94,38 @@ fn insert_after(text: &str, after: &str, lines: &str) -> String {
 }
 
 #[test]
+fn drill_settings_are_checked() {
+    let text = format!(
+        "{}\n[jobs.main-db.drill]\nchecks = [\"\"]\ndatabase = \"other\"\n\n[drill]\nscratch_url = \"postgres://u:hunter2@h/db\"\nrun_as = \"root; rm\"\n",
+        base_config()
+    );
+    let errors = parse_err(&text);
+    assert!(error_for(&errors, "jobs.main-db.drill.checks[0]")
+        .message
+        .contains("empty SQL check"));
+    let e = error_for(&errors, "jobs.main-db.drill.database");
+    assert!(e.message.contains("not one the job dumps"), "{e}");
+    let e = error_for(&errors, "drill.scratch_url");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert!(error_for(&errors, "drill.run_as")
+        .message
+        .contains("not a user name"));
+    // Checks on a job dumping every database need to say where they run.
+    let all = base_config().replace(
+        "url = \"postgres://backup@db.internal:5432/app\"",
+        "url = \"postgres://backup@db.internal:5432/app\"\ndatabases = \"all\"",
+    );
+    let errors = parse_err(&format!(
+        "{all}\n[jobs.main-db.drill]\nchecks = [\"select true\"]\n"
+    ));
+    assert!(error_for(&errors, "jobs.main-db.drill.database")
+        .message
+        .contains("need a `database`"));
+    let errors = parse_err(&format!("{all}\n[jobs.main-db.drill]\nchekcs = []\n"));
+    assert!(errors.to_string().contains("chekcs"), "{errors}");
+}
+
+#[test]
 fn bad_run_policy_values_name_the_key_and_line() {
     let text = insert_after(
         &base_config(),
@@ -239,6 +271,16 @@ timeout = "4h"
 retry_attempts = 5
 retry_backoff = "10s"
 
+[jobs.main-db.drill]
+checks = ["select count(*) > 0 from orders", "  select true  "]
+database = "app"
+
+[drill]
+scratch_url = "postgres://drill@scratch:5432/postgres"
+password_env = "SCRATCH_PASSWORD"
+pg_bin_dir = "/usr/lib/postgresql/17/bin"
+run_as = "pgdrill"
+
 [jobs.billing]
 kind = "postgres"
 url = "postgresql://backup@db/billing?sslmode=require"
@@ -337,6 +379,27 @@ store = "second-disk"
     assert_eq!(job.run.backoff_before(3), Duration::from_secs(20));
     assert_eq!(job.run.backoff_before(5), Duration::from_secs(80));
     assert_eq!(job.run.backoff_before(99), MAX_RETRY_BACKOFF);
+    assert_eq!(
+        job.drill,
+        JobDrill {
+            checks: vec![
+                "select count(*) > 0 from orders".into(),
+                "select true".into()
+            ],
+            database: Some("app".into()),
+        }
+    );
+    assert_eq!(
+        config.drill,
+        DrillConfig {
+            scratch_url: Some("postgres://drill@scratch:5432/postgres".into()),
+            password: Some(SecretRef::Env("SCRATCH_PASSWORD".into())),
+            pg_bin_dir: Some("/usr/lib/postgresql/17/bin".into()),
+            run_as: Some("pgdrill".into()),
+        }
+    );
+    // Without a drill table: no checks; the one dumped database is where checks would run.
+    assert_eq!(config.jobs["billing"].drill, JobDrill::default());
     assert_eq!(
         job.compression,
         CompressionConfig {
@@ -1213,11 +1276,13 @@ fn every_key_is_documented() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let tables: [(&str, Vec<&str>); 4] = [
+    let tables: [(&str, Vec<&str>); 6] = [
         ("[daemon]", raw::DAEMON_KEYS.to_vec()),
         ("[stores.NAME]", raw::store_keys().collect()),
         ("[encryption]", raw::ENCRYPTION_KEYS.to_vec()),
         ("[jobs.NAME]", raw::job_keys().collect()),
+        ("[jobs.NAME.drill]", raw::JOB_DRILL_KEYS.to_vec()),
+        ("[drill]", raw::DRILL_KEYS.to_vec()),
     ];
     let mut missing = Vec::new();
     for (heading, keys) in &tables {

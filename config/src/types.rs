@@ -22,6 +22,8 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     /// `[jobs.NAME]` tables, by name. Every job's `store` names an entry of [`Config::stores`].
     pub jobs: BTreeMap<String, JobConfig>,
+    /// The `[drill]` table (all defaults when absent): where `lifeboat drill` restores.
+    pub drill: DrillConfig,
     /// Where the configuration came from (the path given to [`crate::load`], or the `origin` given to
     /// [`crate::parse`]).
     pub origin: String,
@@ -224,8 +226,34 @@ pub struct JobConfig {
     /// How the scheduler runs the job (keys `jitter`, `catch_up`, `timeout`, `retry_attempts`,
     /// `retry_backoff`).
     pub run: RunPolicy,
+    /// What `lifeboat drill` checks besides row counts (table `[jobs.NAME.drill]`).
+    pub drill: JobDrill,
     /// What the job backs up (key `kind` plus the kind's keys).
     pub source: SourceConfig,
+}
+
+/// The `[drill]` table: the throw-away PostgreSQL that `lifeboat drill` restores into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrillConfig {
+    /// An existing scratch server (libpq URL without password, naming a maintenance database): each drill
+    /// restores into fresh databases with unique names there and drops them after. `None`: a local throw-away
+    /// cluster (`initdb` in a temp dir) per drill.
+    pub scratch_url: Option<String>,
+    /// Password of `scratch_url` (`password_file` / `password_env`).
+    pub password: Option<SecretRef>,
+    /// Directory with the PostgreSQL programs for drills (`initdb`, `pg_ctl`, `postgres`, `pg_restore`, `psql`).
+    pub pg_bin_dir: Option<PathBuf>,
+    /// OS user that runs the local cluster when `lifeboat drill` runs as root (default `postgres`).
+    pub run_as: Option<String>,
+}
+
+/// A job's `[jobs.NAME.drill]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobDrill {
+    /// SQL assertions, each returning one boolean that must be true, run in the restored `database`.
+    pub checks: Vec<String>,
+    /// Which restored database `checks` run in; always set when `checks` is not empty.
+    pub database: Option<String>,
 }
 
 /// How the daemon's scheduler runs a job.

@@ -12,14 +12,14 @@ use toml::Spanned;
 use crate::document::{Document, Named, Section};
 use crate::error::Diagnostics;
 use crate::raw::{
-    OneOrMany, RawDaemon, RawEncryption, RawJob, RawSize, RawStore, JOB_COMMON_KEYS,
+    OneOrMany, RawDaemon, RawDrill, RawEncryption, RawJob, RawSize, RawStore, JOB_COMMON_KEYS,
     JOB_POSTGRES_KEYS, STORE_COMMON_KEYS, STORE_FS_KEYS, STORE_S3_KEYS, UNIMPLEMENTED_JOB_KINDS,
 };
 use crate::types::{
-    CompressionConfig, Config, DaemonConfig, Databases, EncryptionConfig, FsConfig, JobConfig,
-    LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule, SecretRef, SourceConfig,
-    StoreConfig, StoreKind, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
-    MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
+    CompressionConfig, Config, DaemonConfig, Databases, DrillConfig, EncryptionConfig, FsConfig,
+    JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule,
+    SecretRef, SourceConfig, StoreConfig, StoreKind, DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 use crate::values::{
     check_bucket, check_endpoint, human_size, inspect_pg_url, normalise_prefix, parse_recipient,
@@ -77,6 +77,8 @@ pub(crate) fn validate(
         }
     }
 
+    let drill = v.drill(doc.drill);
+
     if !v.diag.is_empty() || !stores_ok || !jobs_ok {
         return None;
     }
@@ -85,6 +87,7 @@ pub(crate) fn validate(
         stores,
         encryption: encryption?,
         jobs,
+        drill: drill?,
         origin: origin.to_owned(),
     })
 }
@@ -946,6 +949,10 @@ impl Validator<'_> {
             None
         };
 
+        let drill = source
+            .as_ref()
+            .and_then(|SourceConfig::Postgres(pg)| self.job_drill(&section, &pg.databases));
+
         if !name_ok {
             return None;
         }
@@ -955,8 +962,125 @@ impl Validator<'_> {
             schedule: schedule?,
             compression: compression?,
             run: run?,
+            drill: drill?,
             source: source?,
         })
+    }
+
+    /// `[jobs.NAME.drill]`: SQL checks and the restored database they run in.
+    fn job_drill(&mut self, section: &Section<RawJob>, databases: &Databases) -> Option<JobDrill> {
+        let Some(raw) = &section.raw.drill else {
+            return Some(JobDrill::default());
+        };
+        let raw = raw.get_ref();
+        let path = section.key("drill");
+        let mut ok = true;
+        let mut checks = Vec::new();
+        if let Some(list) = &raw.checks {
+            for (i, check) in list.get_ref().iter().enumerate() {
+                let sql = check.get_ref().trim();
+                if sql.is_empty() {
+                    ok = false;
+                    self.error(
+                        format!("{path}.checks[{i}]"),
+                        check.span(),
+                        "empty SQL check",
+                        Some("write a query returning one boolean, e.g. \"select count(*) > 0 from orders\"".into()),
+                    );
+                } else {
+                    checks.push(sql.to_owned());
+                }
+            }
+        }
+        let database = match (&raw.database, databases) {
+            (Some(db), Databases::List(list)) if !list.contains(db.get_ref()) => {
+                ok = false;
+                self.error(
+                    format!("{path}.database"),
+                    db.span(),
+                    format!(
+                        "database \"{}\" is not one the job dumps",
+                        db.get_ref().escape_debug()
+                    ),
+                    Some(format!("the job dumps: {}", list.join(", "))),
+                );
+                None
+            }
+            (Some(db), _) => Some(db.get_ref().clone()),
+            (None, Databases::List(list)) if list.len() == 1 => list.first().cloned(),
+            (None, _) if checks.is_empty() => None,
+            (None, _) => {
+                ok = false;
+                self.error(
+                    format!("{path}.database"),
+                    section
+                        .raw
+                        .drill
+                        .as_ref()
+                        .map_or(section.span.clone(), |d| d.span()),
+                    "`checks` need a `database` to run in: the job dumps more than one",
+                    Some("add database = \"app\" naming one of the job's databases".into()),
+                );
+                None
+            }
+        };
+        ok.then_some(JobDrill { checks, database })
+    }
+
+    // ----- [drill] ---------------------------------------------------------------------------------------------
+
+    fn drill(&mut self, section: Option<Section<RawDrill>>) -> Option<DrillConfig> {
+        let Some(section) = section else {
+            return Some(DrillConfig::default());
+        };
+        let raw = &section.raw;
+        let mut ok = true;
+        let mut config = DrillConfig::default();
+        if let Some(url) = &raw.scratch_url {
+            match inspect_pg_url(url.get_ref()) {
+                Ok(_) => config.scratch_url = Some(url.get_ref().trim().to_owned()),
+                Err(problem) => {
+                    ok = false;
+                    let (message, hint) = problem.describe();
+                    self.error(section.key("scratch_url"), url.span(), message, Some(hint));
+                }
+            }
+        }
+        match self.secret(
+            &section.path,
+            "password",
+            raw.password_env.as_ref(),
+            raw.password_file.as_ref(),
+        ) {
+            Got::Absent => {}
+            Got::Bad => ok = false,
+            Got::Value(secret) => config.password = Some(secret),
+        }
+        if let Some(dir) = &raw.pg_bin_dir {
+            match self.path(section.key("pg_bin_dir"), dir) {
+                Some(p) => config.pg_bin_dir = Some(p),
+                None => ok = false,
+            }
+        }
+        if let Some(user) = &raw.run_as {
+            let name = user.get_ref().trim();
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if valid {
+                config.run_as = Some(name.to_owned());
+            } else {
+                ok = false;
+                self.error(
+                    section.key("run_as"),
+                    user.span(),
+                    format!("\"{}\" is not a user name", name.escape_debug()),
+                    Some("name an existing unprivileged OS user, e.g. \"postgres\"".into()),
+                );
+            }
+        }
+        ok.then_some(config)
     }
 
     fn run_policy(&mut self, section: &Section<RawJob>) -> Option<RunPolicy> {
