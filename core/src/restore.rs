@@ -189,6 +189,75 @@ pub async fn resolve_snapshot<S: ReadStore>(
     }
 }
 
+/// Why [`decode_into_child`] failed.
+pub(crate) enum IntoChildError {
+    /// The child failed (exit status, error lines); its stderr says why.
+    Child(SourceError),
+    /// Fetching or decoding the object failed (wrong key, corrupt data, store error).
+    Decode(RestoreError),
+}
+
+/// Decodes `entry` into the stdin of `cmd` and waits for the child. When the child stops reading early, its own
+/// error is the one reported.
+pub(crate) async fn decode_into_child<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+    cmd: Command,
+    program: &str,
+    progress: Option<Progress>,
+) -> Result<DecodeReport, IntoChildError> {
+    let (child, stdin) =
+        ChildStream::spawn_sink(cmd, program).map_err(|e| IntoChildError::Decode(e.into()))?;
+    let restored = restore_object(
+        store,
+        entry,
+        identities,
+        SyncIoBridge::new(stdin),
+        progress,
+        CancellationToken::new(),
+    )
+    .await;
+    match restored {
+        Ok((report, stdin)) => {
+            drop(stdin);
+            child.finish().await.map_err(IntoChildError::Child)?;
+            Ok(report)
+        }
+        Err(e) if is_broken_pipe(&e) => Err(match child.finish().await {
+            Err(child_error) => IntoChildError::Child(child_error),
+            Ok(()) => IntoChildError::Decode(e),
+        }),
+        Err(e) => {
+            drop(child);
+            Err(IntoChildError::Decode(e))
+        }
+    }
+}
+
+/// Whether decoding failed only because the sink (a child process such as pg_restore) stopped reading: then the
+/// child's own error is the real one. Any other decoding error (wrong key, corrupt data) is reported as is.
+pub(crate) fn is_broken_pipe(e: &RestoreError) -> bool {
+    matches!(e, RestoreError::Pipeline { source, .. }
+        if matches!(source.as_ref(), PipelineError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// The major version of the newest tool that wrote the snapshot (`pg_dump (PostgreSQL) 15.18` → 15), 0 if unknown:
+/// restoring needs client tools at least that new.
+pub fn dump_major(manifest: &Manifest) -> u32 {
+    manifest
+        .source
+        .tools
+        .iter()
+        .filter_map(|t| {
+            t.split_whitespace()
+                .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        })
+        .filter_map(|v| v.split('.').next()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Loads the identities of an age identity file (`AGE-SECRET-KEY-1…` lines). Never prints the keys.
 pub fn load_identities(path: &Path) -> Result<Identities, RestoreError> {
     let err = |reason: String| RestoreError::Identity {
@@ -480,17 +549,7 @@ pub async fn restore_to_database<S: ReadStore>(
         .map_err(|e| RestoreError::Database(db_error(&e)))?
         .get(0);
     let server_major = version_num.parse::<u32>().unwrap_or(0) / 10_000;
-    let dump_major = manifest
-        .source
-        .tools
-        .iter()
-        .filter_map(|t| {
-            t.split_whitespace()
-                .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        })
-        .filter_map(|v| v.split('.').next()?.parse::<u32>().ok())
-        .max()
-        .unwrap_or(0);
+    let dump_major = dump_major(manifest);
     let tools = find_pg_tools(
         server_major.max(dump_major),
         target.pg_bin_dir.as_deref(),
@@ -574,34 +633,12 @@ pub async fn restore_to_database<S: ReadStore>(
         // single transaction and leaves the database exactly as it was.
         tracing::warn!(database = %dbname, "Restoring into a non-empty database (confirmed); conflicting objects fail the whole restore.");
     }
-    let (child, stdin) = ChildStream::spawn_sink(cmd, "pg_restore")?;
-    let restored = restore_object(
-        store,
-        dump,
-        identities,
-        SyncIoBridge::new(stdin),
-        progress,
-        CancellationToken::new(),
-    )
-    .await;
-    let report = match restored {
-        Ok((report, stdin)) => {
-            drop(stdin);
-            child.finish().await?;
-            report
-        }
-        // pg_restore stopping early (it failed) shows up here as a broken pipe: its own errors say why.
-        Err(e @ RestoreError::Pipeline { .. }) => {
-            return Err(match child.finish().await {
-                Err(child_error) => child_error.into(),
-                Ok(()) => e,
-            });
-        }
-        Err(e) => {
-            drop(child);
-            return Err(e);
-        }
-    };
+    let report = decode_into_child(store, dump, identities, cmd, "pg_restore", progress)
+        .await
+        .map_err(|e| match e {
+            IntoChildError::Child(e) => e.into(),
+            IntoChildError::Decode(e) => e,
+        })?;
     Ok(DatabaseRestoreReport {
         database: dbname,
         created,

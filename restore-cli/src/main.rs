@@ -1,4 +1,4 @@
-//! `lifeboat`: the restore CLI on-call engineers run — list snapshots, restore them, generate keys.
+//! `lifeboat`: the restore CLI on-call engineers run — list, verify, restore and drill snapshots, generate keys.
 //! Argument parsing and exit codes only; each subcommand lives in `cmd/`, the work in `lifeboat-core`.
 
 mod cmd;
@@ -14,7 +14,7 @@ const EXIT_FAILED: i32 = 1;
 /// Exit code for usage or configuration errors.
 const EXIT_USAGE: i32 = 2;
 
-/// Lifeboat's restore tool: list and restore snapshots written by lifeboatd.
+/// Lifeboat's restore tool: list, verify, restore and drill snapshots written by lifeboatd.
 #[derive(Parser, Debug)]
 #[command(
     name = "lifeboat",
@@ -47,6 +47,16 @@ enum Command {
         after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n\nThe target database is created if absent. A database that already has tables, or an existing file,\nis only written with --confirm naming it exactly."
     )]
     Restore(cmd::restore::RestoreArgs),
+    /// Check a snapshot: stored sizes, SHA-256, versions and locks; with --identity also decrypt and check formats.
+    #[command(
+        after_help = "Examples:\n  lifeboat verify main-db/latest                      # anyone with read access\n  lifeboat verify --latest --job main-db --identity key.txt\n  lifeboat verify main-db/20261126T011530Z-k3v9qa --json --no-record\n\nExit 0 only if every check passed. The result is stored under verifications/ (unless --no-record)."
+    )]
+    Verify(cmd::verify::VerifyArgs),
+    /// Test-restore the newest snapshot of each PostgreSQL job into a throw-away PostgreSQL and check the data.
+    #[command(
+        after_help = "Examples:\n  lifeboat drill --identity key.txt\n  lifeboat drill --job main-db --identity key.txt --textfile /var/lib/prometheus/node-exporter/lifeboat-drill.prom\n\nChecks: the restore succeeds, every table of the catalog exists with the exact row count taken at dump\ntime, and the job's [jobs.NAME.drill] checks hold. Exit 0 only if every drilled job passed."
+    )]
+    Drill(cmd::drill::DrillArgs),
     /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
     #[command(
         after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
@@ -73,6 +83,8 @@ fn main() -> ExitCode {
         match args.command {
             Command::Snapshots(a) => cmd::snapshots::run(&args.config, a).await,
             Command::Restore(a) => cmd::restore::run(&args.config, a).await,
+            Command::Verify(a) => cmd::verify::run(&args.config, a).await,
+            Command::Drill(a) => cmd::drill::run(&args.config, a).await,
             Command::Keygen(a) => cmd::keygen::run(a),
         }
     });

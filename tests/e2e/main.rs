@@ -13,3 +13,4 @@ mod pgpass;
 mod store_suite;
 mod systemd_unit;
 mod tls;
+mod verify_drill;

@@ -32,7 +32,10 @@ pub fn decode<R: Read, W: Write>(
     let decryptor = age::Decryptor::new(&mut stored).map_err(PipelineError::Decrypt)?;
     let plain = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(PipelineError::Decrypt)?;
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => PipelineError::NotForIdentity,
+            other => PipelineError::Decrypt(other),
+        })?;
     let mut zstd_reader = zstd::stream::read::Decoder::new(plain)
         .map_err(PipelineError::io("starting zstd decompression"))?;
     let mut payload = HashingWriter::new(sink);
@@ -134,7 +137,7 @@ mod tests {
         let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id3)];
         assert!(matches!(
             decode(&stored[..], &ids, Vec::new(), &CancellationToken::new()),
-            Err(PipelineError::Decrypt(_))
+            Err(PipelineError::NotForIdentity)
         ));
     }
 

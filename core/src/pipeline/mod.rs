@@ -26,8 +26,11 @@ pub enum PipelineError {
     /// The age encryptor could not be built (e.g. no recipients).
     #[error("cannot encrypt to the configured recipients")]
     Encrypt(#[source] age::EncryptError),
-    /// The stored stream does not decrypt with the given identity, or is not an age file.
-    #[error("cannot decrypt the stored object (wrong identity, or not an age file)")]
+    /// The stored stream is not encrypted to any of the given identities.
+    #[error("not encrypted to this identity: none of the identity file's keys is a recipient of the object (the manifest's `recipients` lists the public keys it was encrypted to)")]
+    NotForIdentity,
+    /// The stored stream is not a valid age file, or its decryption failed.
+    #[error("cannot decrypt the stored object: {0}")]
     Decrypt(#[source] age::DecryptError),
     /// A checksum did not match the manifest.
     #[error("{what} SHA-256 mismatch: manifest says {expected}, data has {actual}")]

@@ -43,6 +43,24 @@ impl ChildStream {
         Ok((stream, stdin))
     }
 
+    /// Spawns `cmd` with stdin piped (for the caller to stream into) and stdout piped (for the caller to read);
+    /// stderr collected. The child is killed if this is dropped.
+    pub fn spawn_filter(
+        cmd: Command,
+        program: &str,
+    ) -> Result<(ChildStream, tokio::process::ChildStdin, ChildStdout), SourceError> {
+        let (stream, mut pipes) = Self::spawn_piped(cmd, program, Stdio::piped(), Stdio::piped())?;
+        let stdin = pipes
+            .stdin
+            .take()
+            .ok_or_else(|| no_pipe(program, "stdin"))?;
+        let stdout = pipes
+            .stdout
+            .take()
+            .ok_or_else(|| no_pipe(program, "stdout"))?;
+        Ok((stream, stdin, stdout))
+    }
+
     fn spawn_piped(
         mut cmd: Command,
         program: &str,

@@ -93,6 +93,9 @@ impl ReadStore for AnyStore {
     async fn lock_status(&self) -> Result<LockStatus, StoreError> {
         dispatch!(self, s => s.lock_status().await)
     }
+    async fn version_count(&self, key: &str) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.version_count(key).await)
+    }
 }
 
 impl WriteStore for AnyStore {

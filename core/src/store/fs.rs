@@ -238,6 +238,15 @@ impl ReadStore for FsStore {
         Ok(out)
     }
 
+    async fn version_count(&self, key: &str) -> Result<usize, StoreError> {
+        // A directory keeps one version of a file, and the fs store never overwrites one.
+        match self.head(key).await {
+            Ok(_) => Ok(1),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         let path = self.path_of(key)?;
         let meta = tokio::fs::metadata(&path)

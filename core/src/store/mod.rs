@@ -213,6 +213,10 @@ pub trait ReadStore: Send + Sync {
 
     /// Whether new objects will be immutable (bucket Object Lock configuration).
     fn lock_status(&self) -> impl Future<Output = Result<LockStatus, StoreError>> + Send;
+
+    /// How many versions (delete markers included) the store keeps of exactly `key`: 0 if none. A store
+    /// without versioning reports 1 for an existing object.
+    fn version_count(&self, key: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 /// Write access: the daemon's role. There is deliberately no delete here.

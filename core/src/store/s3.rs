@@ -473,6 +473,43 @@ impl ReadStore for S3Store {
         &self.name
     }
 
+    async fn version_count(&self, key: &str) -> Result<usize, StoreError> {
+        let full = self.full_key(key);
+        let mut count = 0;
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("ListObjectVersions", key, render(&e)))?;
+            count += out
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(full.as_str()))
+                .count();
+            count += out
+                .delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(full.as_str()))
+                .count();
+            if out.is_truncated() != Some(true) {
+                return Ok(count);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut pages = self
             .client

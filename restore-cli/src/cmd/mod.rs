@@ -1,9 +1,12 @@
 //! One module per `lifeboat` subcommand, plus the shared error type and store selection.
 //! Each maps arguments to `lifeboat-core` calls and results to human or `--json` output.
 
+pub mod drill;
 pub mod keygen;
+pub mod report;
 pub mod restore;
 pub mod snapshots;
+pub mod verify;
 
 use lifeboat_config::{Config, StoreConfig};
 use lifeboat_core::store::AnyStore;

@@ -1,0 +1,341 @@
+//! `lifeboat verify`: proves a snapshot is intact. Without an identity from the stored bytes, versions and locks
+//! alone (an auditor's check); with one, also by decrypting and decompressing every object and checking its format.
+
+use crate::pipeline::{HashingReader, PipelineError};
+use crate::restore::{decode_into_child, restore_object, Identities, IntoChildError, RestoreError};
+use crate::snapshot::{Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotRef};
+use crate::source::PgTools;
+use crate::store::ReadStore;
+use crate::verification::CheckResult;
+use chrono::{DateTime, Utc};
+use std::io::Read;
+use tokio::process::Command;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
+
+/// What a full verification needs besides the store.
+pub struct DecodeChecks {
+    /// The age identities that can decrypt the snapshot.
+    pub identities: Identities,
+    /// Client tools (`pg_restore`) for the format check of logical dumps.
+    pub tools: PgTools,
+}
+
+fn check(name: String, passed: bool, detail: impl Into<String>) -> CheckResult {
+    CheckResult {
+        name,
+        passed,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check on one snapshot; never stops at the first failure. `decode` adds the decrypting checks.
+pub async fn verify_snapshot<S: ReadStore>(
+    store: &S,
+    snapshot: &SnapshotRef,
+    manifest: &Manifest,
+    decode: Option<&DecodeChecks>,
+    now: DateTime<Utc>,
+) -> Vec<CheckResult> {
+    let mut checks = Vec::new();
+    let manifest_key = snapshot.manifest_key();
+    checks.push(match store.version_count(&manifest_key).await {
+        Ok(1) => check("manifest: one version".into(), true, "written once, never replaced"),
+        Ok(n) => check(
+            "manifest: one version".into(),
+            false,
+            format!("{manifest_key} has {n} versions: it was replaced or deleted after it was written; compare them (aws s3api list-object-versions) before trusting this snapshot"),
+        ),
+        Err(e) => check("manifest: one version".into(), false, e.to_string()),
+    });
+    for entry in &manifest.objects {
+        let present = object_present(store, entry).await;
+        let present_ok = present.passed;
+        checks.push(present);
+        if !present_ok {
+            continue;
+        }
+        checks.push(lock_check(store, entry, now).await);
+        match decode {
+            None => checks.push(stored_sha256(store, entry).await),
+            Some(d) => checks.extend(decode_checks(store, entry, d).await),
+        }
+    }
+    checks
+}
+
+async fn object_present<S: ReadStore>(store: &S, entry: &ObjectEntry) -> CheckResult {
+    let name = format!("{}: present", entry.name);
+    match store.head(&entry.key).await {
+        Err(e) if e.is_not_found() => check(
+            name,
+            false,
+            format!("{} is missing from the store", entry.key),
+        ),
+        Err(e) => check(name, false, e.to_string()),
+        Ok(info) => {
+            if info.size != entry.stored_bytes {
+                return check(
+                    name,
+                    false,
+                    format!(
+                        "{} bytes stored, the manifest says {}",
+                        info.size, entry.stored_bytes
+                    ),
+                );
+            }
+            match (&entry.version_id, &info.version_id) {
+                (Some(want), Some(have)) if want != have => check(
+                    name,
+                    false,
+                    format!("the current version is {have}, the manifest recorded {want}: the object was overwritten"),
+                ),
+                _ => check(name, true, format!("{} bytes", info.size)),
+            }
+        }
+    }
+}
+
+async fn lock_check<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    now: DateTime<Utc>,
+) -> CheckResult {
+    let name = format!("{}: locked", entry.name);
+    let want: &LockInfo = &entry.lock;
+    if want.mode.eq_ignore_ascii_case("none") {
+        return check(name, true, "not locked: the store's lock_mode is \"none\"");
+    }
+    let info = match store.head(&entry.key).await {
+        Ok(i) => i,
+        Err(e) => return check(name, false, e.to_string()),
+    };
+    let Some(lock) = info.lock else {
+        return check(
+            name,
+            false,
+            format!(
+                "the store reports no lock; the manifest says {} until {}",
+                want.mode,
+                fmt_time(want.retain_until)
+            ),
+        );
+    };
+    if !lock.mode.eq_ignore_ascii_case(&want.mode) {
+        return check(
+            name,
+            false,
+            format!("lock mode {}, the manifest says {}", lock.mode, want.mode),
+        );
+    }
+    match (lock.retain_until, want.retain_until) {
+        (Some(have), Some(wanted)) if have < wanted => check(
+            name,
+            false,
+            format!(
+                "retained until {}, earlier than the manifest's {}",
+                fmt_time(Some(have)),
+                fmt_time(Some(wanted))
+            ),
+        ),
+        (Some(have), _) if have <= now => check(
+            name,
+            false,
+            format!(
+                "the lock expired at {}: the object can now be deleted",
+                fmt_time(Some(have))
+            ),
+        ),
+        (Some(have), _) => check(
+            name,
+            true,
+            format!("{} until {}", lock.mode, fmt_time(Some(have))),
+        ),
+        (None, _) => check(
+            name,
+            false,
+            "the store reports a lock mode but no retain-until date",
+        ),
+    }
+}
+
+fn fmt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "(none)".to_owned(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// SHA-256 of the stored (encrypted) bytes, without decrypting: what an auditor without the key can check.
+async fn stored_sha256<S: ReadStore>(store: &S, entry: &ObjectEntry) -> CheckResult {
+    let name = format!("{}: stored SHA-256", entry.name);
+    let body = match store.get(&entry.key).await {
+        Ok(b) => b,
+        Err(e) => return check(name, false, e.to_string()),
+    };
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut reader = HashingReader::new(SyncIoBridge::new(body));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(reader.finish()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match hashed {
+        Ok(Ok((bytes, sha))) if bytes == entry.stored_bytes && sha == entry.stored_sha256 => {
+            check(name, true, sha)
+        }
+        Ok(Ok((bytes, sha))) => check(
+            name,
+            false,
+            format!(
+                "the stored bytes do not match the manifest: {bytes} bytes with SHA-256 {sha}, the manifest says {} bytes with {}",
+                entry.stored_bytes, entry.stored_sha256
+            ),
+        ),
+        Ok(Err(e)) => check(name, false, format!("reading the object failed: {e}")),
+        Err(e) => check(name, false, format!("internal error: {e}")),
+    }
+}
+
+/// Decrypts and decompresses one object into its format check: stored and payload checksums, then the format.
+async fn decode_checks<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    d: &DecodeChecks,
+) -> Vec<CheckResult> {
+    let decrypt_name = format!("{}: decrypts, payload SHA-256", entry.name);
+    let format_name = format!("{}: format", entry.name);
+    let ids = d.identities.clone();
+    let result = match entry.kind {
+        ObjectKind::PgDumpCustom => pg_restore_list(store, entry, ids, &d.tools).await,
+        ObjectKind::GlobalsSql => decode_small(store, entry, ids)
+            .await
+            .map(|sql| globals_format(&sql)),
+        ObjectKind::Catalog => decode_small(store, entry, ids)
+            .await
+            .map(|json| catalog_format(&json)),
+    };
+    match result {
+        Ok(format) => vec![
+            check(decrypt_name, true, entry.payload_sha256.clone()),
+            match format {
+                Ok(detail) => check(format_name, true, detail),
+                Err(detail) => check(format_name, false, detail),
+            },
+        ],
+        Err(DecodeFailure::Stored(detail)) => vec![check(
+            format!("{}: stored SHA-256", entry.name),
+            false,
+            detail,
+        )],
+        Err(DecodeFailure::Other(detail)) => {
+            // Tell corrupt bytes from a wrong key: hash the stored bytes without decrypting.
+            let stored = stored_sha256(store, entry).await;
+            if stored.passed {
+                vec![stored, check(decrypt_name, false, detail)]
+            } else {
+                vec![stored]
+            }
+        }
+    }
+}
+
+enum DecodeFailure {
+    /// The stored bytes are not what the manifest says.
+    Stored(String),
+    /// Anything else: the wrong identity, a payload mismatch, a failing format tool.
+    Other(String),
+}
+
+fn decode_failure(e: RestoreError) -> DecodeFailure {
+    match e {
+        RestoreError::Pipeline { source, .. } => match *source {
+            PipelineError::ChecksumMismatch { what: "stored", .. }
+            | PipelineError::SizeMismatch { what: "stored", .. } => {
+                DecodeFailure::Stored(source.to_string())
+            }
+            other => DecodeFailure::Other(other.to_string()),
+        },
+        other => DecodeFailure::Other(other.to_string()),
+    }
+}
+
+async fn decode_small<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+) -> Result<Vec<u8>, DecodeFailure> {
+    restore_object(
+        store,
+        entry,
+        identities,
+        Vec::new(),
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .map(|(_, bytes)| bytes)
+    .map_err(decode_failure)
+}
+
+fn globals_format(sql: &[u8]) -> Result<String, String> {
+    let text =
+        std::str::from_utf8(sql).map_err(|_| "the globals script is not UTF-8 text".to_owned())?;
+    if text.trim().is_empty() {
+        return Err("the globals script is empty".into());
+    }
+    if !text.contains("PostgreSQL database cluster dump") {
+        return Err(
+            "the globals script lacks pg_dumpall's header (\"PostgreSQL database cluster dump\")"
+                .into(),
+        );
+    }
+    let roles = text
+        .lines()
+        .filter(|l| l.starts_with("CREATE ROLE "))
+        .count();
+    Ok(format!(
+        "pg_dumpall SQL script, {} bytes, {roles} roles",
+        sql.len()
+    ))
+}
+
+fn catalog_format(json: &[u8]) -> Result<String, String> {
+    let catalog: Catalog =
+        serde_json::from_slice(json).map_err(|e| format!("the catalog is not valid JSON: {e}"))?;
+    let tables: usize = catalog.databases.iter().map(|d| d.tables.len()).sum();
+    Ok(format!(
+        "{} databases, {tables} tables with row counts",
+        catalog.databases.len()
+    ))
+}
+
+/// Streams the decoded dump through `pg_restore --file=/dev/null`, which reads the whole archive (its table of
+/// contents and every data block) as a restore would, without a database.
+async fn pg_restore_list<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+    tools: &PgTools,
+) -> Result<Result<String, String>, DecodeFailure> {
+    let mut cmd = Command::new(tools.tool("pg_restore"));
+    cmd.arg("--file=/dev/null");
+    match decode_into_child(store, entry, identities, cmd, "pg_restore", None).await {
+        Ok(_) => Ok(Ok(format!(
+            "pg_restore reads the whole archive ({} bytes: table of contents and every data block)",
+            entry.payload_bytes
+        ))),
+        Err(IntoChildError::Child(e)) => Ok(Err(format!("pg_restore rejects the dump: {e}"))),
+        Err(IntoChildError::Decode(e)) => Err(decode_failure(e)),
+    }
+}
+
+/// Whether every check passed.
+pub fn all_passed(checks: &[CheckResult]) -> bool {
+    !checks.is_empty() && checks.iter().all(|c| c.passed)
+}
