@@ -402,3 +402,59 @@ fn a_failing_sql_check_fails_the_drill_and_is_recorded() {
     let records_dir = store.join("verifications").join("app").join(&id);
     assert_eq!(std::fs::read_dir(records_dir).unwrap().count(), 1);
 }
+
+#[test]
+fn a_drill_on_a_scratch_server_uses_fresh_databases_and_drops_them() {
+    let pg = small_source("app", 500);
+    let scratch = lifeboat_tests::postgres::PgCluster::start().unwrap();
+    let (dir, k) = workspace();
+    let (config, _, id) = fs_backup(
+        dir.path(),
+        &k.recipient,
+        &pg,
+        "\n[jobs.app.drill]\nchecks = [\"select count(*) = 500 from t\"]\n",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[drill]\nscratch_url = \"{}\"\n",
+        scratch.url("postgres")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = lifeboat(
+        &config,
+        &[
+            "drill",
+            "--identity",
+            k.identity_file.to_str().unwrap(),
+            "--no-record",
+        ],
+    );
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains(&format!("drill app/{id}: PASSED")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("into lifeboat_drill_"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("check `select count(*) = 500 from t`: true"),
+        "{}",
+        out.stdout
+    );
+    let left = scratch
+        .psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'lifeboat_drill_%'",
+        )
+        .unwrap();
+    assert_eq!(
+        left.trim(),
+        "0",
+        "drill databases left on the scratch server"
+    );
+}
