@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the machine lacks: Ceph RGW (Debian packages), the age and zstd
-# CLIs, systemd-analyze and /bin/kill (checking deploy/systemd/), promtool (checking /metrics), and moto 5.2.5+ (PyPI). Does nothing when
-# all are present; needs root (or sudo) otherwise.
+# CLIs, systemd-analyze and /bin/kill (checking deploy/systemd/), promtool (checking /metrics), the aws CLI
+# (the runbook's break-glass block), yamllint and kubernetes-validate (checking deploy/kubernetes/), and
+# moto 5.2.5+ (PyPI). Does nothing when all are present; needs root (or sudo) otherwise.
 set -euo pipefail
 
 missing_apt=()
-for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl pgrep:procps /bin/kill:procps systemd-analyze:systemd promtool:prometheus; do
+for bin_pkg in radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common age:age zstd:zstd openssl:openssl pgrep:procps /bin/kill:procps systemd-analyze:systemd promtool:prometheus aws:awscli yamllint:yamllint; do
   bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}
   command -v "$bin" >/dev/null 2>&1 || missing_apt+=("$pkg")
 done
@@ -28,4 +29,9 @@ PY
 then
   echo "== installing moto[server]==5.2.5 (PyPI)"
   python3 -m pip install -q 'moto[server]==5.2.5'
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "== installing kubernetes-validate==1.37.0 (PyPI)"
+  python3 -m pip install -q 'kubernetes-validate==1.37.0'
 fi
