@@ -39,9 +39,9 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors, ScheduleError};
 pub use types::{
     AgeRecipient, CompressionConfig, Config, DaemonConfig, Databases, DrillConfig,
-    EncryptionConfig, FsConfig, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, RunPolicy,
-    S3Config, Schedule, SecretRef, SourceConfig, StoreConfig, StoreKind, DEFAULT_PART_SIZE,
-    MAX_PART_SIZE, MAX_RETRY_BACKOFF, MIN_PART_SIZE,
+    EncryptionConfig, FsConfig, Hooks, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob,
+    RunPolicy, S3Config, Schedule, SecretRef, SourceConfig, StoreConfig, StoreKind, VolumeJob,
+    DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_RETRY_BACKOFF, MIN_PART_SIZE,
 };
 
 use error::Diagnostics;

@@ -70,6 +70,9 @@ pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
     "retry_attempts",
     "retry_backoff",
     "drill",
+    "before",
+    "after",
+    "hook_timeout",
 ];
 /// Keys only `kind = "postgres"` jobs accept.
 pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
@@ -80,8 +83,12 @@ pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
     "pg_bin_dir",
 ];
 
+/// Keys only `kind = "volume"` jobs accept.
+pub(crate) const JOB_VOLUME_KEYS: &[&str] =
+    &["path", "exclude", "one_file_system", "ignore_unreadable"];
+
 /// Job kinds that are designed but not built yet: named in a clear error instead of "unknown variant".
-pub(crate) const UNIMPLEMENTED_JOB_KINDS: &[&str] = &["volume", "postgres_physical"];
+pub(crate) const UNIMPLEMENTED_JOB_KINDS: &[&str] = &["postgres_physical"];
 
 /// Every key of a store table, whatever its kind.
 pub(crate) fn store_keys() -> impl Iterator<Item = &'static str> {
@@ -94,7 +101,11 @@ pub(crate) fn store_keys() -> impl Iterator<Item = &'static str> {
 
 /// Every key of a job table, whatever its kind.
 pub(crate) fn job_keys() -> impl Iterator<Item = &'static str> {
-    JOB_COMMON_KEYS.iter().chain(JOB_POSTGRES_KEYS).copied()
+    JOB_COMMON_KEYS
+        .iter()
+        .chain(JOB_POSTGRES_KEYS)
+        .chain(JOB_VOLUME_KEYS)
+        .copied()
 }
 
 /// `[daemon]`.
@@ -158,12 +169,20 @@ pub(crate) struct RawJob {
     pub retry_attempts: Option<Spanned<i64>>,
     pub retry_backoff: Option<Spanned<String>>,
     pub drill: Option<Spanned<RawJobDrill>>,
+    pub before: Option<Spanned<Vec<Spanned<String>>>>,
+    pub after: Option<Spanned<Vec<Spanned<String>>>>,
+    pub hook_timeout: Option<Spanned<String>>,
     // postgres
     pub url: Option<Spanned<String>>,
     pub databases: Option<Spanned<OneOrMany>>,
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub pg_bin_dir: Option<Spanned<String>>,
+    // volume
+    pub path: Option<Spanned<String>>,
+    pub exclude: Option<Spanned<OneOrMany>>,
+    pub one_file_system: Option<Spanned<bool>>,
+    pub ignore_unreadable: Option<Spanned<bool>>,
 }
 
 /// `[jobs.NAME.drill]`.

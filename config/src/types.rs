@@ -228,6 +228,8 @@ pub struct JobConfig {
     pub run: RunPolicy,
     /// What `lifeboat drill` checks besides row counts (table `[jobs.NAME.drill]`).
     pub drill: JobDrill,
+    /// Commands run around each attempt (keys `before`, `after`, `hook_timeout`).
+    pub hooks: Hooks,
     /// What the job backs up (key `kind` plus the kind's keys).
     pub source: SourceConfig,
 }
@@ -246,6 +248,30 @@ pub struct DrillConfig {
     /// OS user that runs the local cluster when `lifeboat drill` runs as root (default `postgres`).
     pub run_as: Option<String>,
 }
+
+/// Consistency hooks of a job: commands run before and after each backup attempt, without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Run before the source is read (e.g. `["/sbin/fsfreeze", "--freeze", "/data"]`); if it fails, the
+    /// attempt fails without reading the source (key `before`).
+    pub before: Option<Vec<String>>,
+    /// Run after the attempt, whatever happened, also when `before` or the backup failed (key `after`).
+    pub after: Option<Vec<String>>,
+    /// Each hook is killed after this long and counts as failed (key `hook_timeout`, default 5 min).
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            before: None,
+            after: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// A job's `[jobs.NAME.drill]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -326,6 +352,21 @@ pub(crate) const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 pub enum SourceConfig {
     /// `kind = "postgres"`: logical dump, `pg_dump -Fc` per database plus `pg_dumpall --globals-only`.
     Postgres(PostgresJob),
+    /// `kind = "volume"`: a directory tree as one POSIX tar stream.
+    Volume(VolumeJob),
+}
+
+/// Settings of a `volume` job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeJob {
+    /// The directory to back up (absolute).
+    pub path: PathBuf,
+    /// Glob patterns of paths (relative to `path`) left out; an excluded directory is not descended.
+    pub exclude: Vec<String>,
+    /// Stay on the file system of `path` (mount points inside are archived empty).
+    pub one_file_system: bool,
+    /// Skip (and report) files that cannot be read instead of failing the run.
+    pub ignore_unreadable: bool,
 }
 
 /// Settings of a `postgres` job.

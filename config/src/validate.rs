@@ -13,12 +13,13 @@ use crate::document::{Document, Named, Section};
 use crate::error::Diagnostics;
 use crate::raw::{
     OneOrMany, RawDaemon, RawDrill, RawEncryption, RawJob, RawSize, RawStore, JOB_COMMON_KEYS,
-    JOB_POSTGRES_KEYS, STORE_COMMON_KEYS, STORE_FS_KEYS, STORE_S3_KEYS, UNIMPLEMENTED_JOB_KINDS,
+    JOB_POSTGRES_KEYS, JOB_VOLUME_KEYS, STORE_COMMON_KEYS, STORE_FS_KEYS, STORE_S3_KEYS,
+    UNIMPLEMENTED_JOB_KINDS,
 };
 use crate::types::{
     CompressionConfig, Config, DaemonConfig, Databases, DrillConfig, EncryptionConfig, FsConfig,
-    JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule,
-    SecretRef, SourceConfig, StoreConfig, StoreKind, DEFAULT_COMPRESSION_LEVEL,
+    Hooks, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule,
+    SecretRef, SourceConfig, StoreConfig, StoreKind, VolumeJob, DEFAULT_COMPRESSION_LEVEL,
     DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
 };
 use crate::values::{
@@ -881,16 +882,17 @@ impl Validator<'_> {
             "add kind = \"postgres\"",
         );
         // With a missing or unknown kind the common keys are still checked; the kind's own keys cannot be.
+        let kind_name = kind.map(|k| k.get_ref().clone());
         let kind_ok = match kind.map(|k| (k.get_ref().as_str(), k.span())) {
             None => false,
-            Some(("postgres", _)) => true,
+            Some(("postgres" | "volume", _)) => true,
             Some((other, span)) if UNIMPLEMENTED_JOB_KINDS.contains(&other) => {
                 // Designed but not built: one clear error, and nothing else about this job.
                 self.error(
                     section.key("kind"),
                     span,
                     format!("job kind \"{other}\" is not implemented yet"),
-                    Some("the implemented kind is \"postgres\" (logical dumps)".into()),
+                    Some("the implemented kinds are \"postgres\" (logical dumps) and \"volume\" (a directory)".into()),
                 );
                 return None;
             }
@@ -899,7 +901,7 @@ impl Validator<'_> {
                     section.key("kind"),
                     span,
                     format!("unknown job kind \"{}\"", other.escape_debug()),
-                    Some("use kind = \"postgres\"".into()),
+                    Some("use kind = \"postgres\" or kind = \"volume\"".into()),
                 );
                 false
             }
@@ -937,21 +939,45 @@ impl Validator<'_> {
         let schedule = self.schedule(&section);
         let compression = self.compression(&section);
         let run = self.run_policy(&section);
-        let source = if kind_ok {
-            self.reject_keys_of_other_kinds(
-                &section,
-                "jobs",
-                "postgres",
-                &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS],
-            );
-            self.postgres(&section).map(SourceConfig::Postgres)
-        } else {
-            None
+        let hooks = self.hooks(&section);
+        let source = match (kind_ok, kind_name.as_deref()) {
+            (true, Some("volume")) => {
+                self.reject_keys_of_other_kinds(
+                    &section,
+                    "jobs",
+                    "volume",
+                    &[JOB_COMMON_KEYS, JOB_VOLUME_KEYS],
+                );
+                self.volume(&section).map(SourceConfig::Volume)
+            }
+            (true, _) => {
+                self.reject_keys_of_other_kinds(
+                    &section,
+                    "jobs",
+                    "postgres",
+                    &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS],
+                );
+                self.postgres(&section).map(SourceConfig::Postgres)
+            }
+            (false, _) => None,
         };
 
-        let drill = source
-            .as_ref()
-            .and_then(|SourceConfig::Postgres(pg)| self.job_drill(&section, &pg.databases));
+        let drill = match &source {
+            Some(SourceConfig::Postgres(pg)) => self.job_drill(&section, &pg.databases),
+            Some(SourceConfig::Volume(_)) => match &section.raw.drill {
+                None => Some(JobDrill::default()),
+                Some(d) => {
+                    self.error(
+                        section.key("drill"),
+                        d.span(),
+                        "drills restore PostgreSQL dumps; a volume job has no [drill] table",
+                        Some("remove it; `lifeboat verify --identity` checks every file of a volume snapshot".into()),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
 
         if !name_ok {
             return None;
@@ -963,8 +989,95 @@ impl Validator<'_> {
             compression: compression?,
             run: run?,
             drill: drill?,
+            hooks: hooks?,
             source: source?,
         })
+    }
+
+    /// `before`, `after`, `hook_timeout`: each hook one command as an argument list, run without a shell.
+    fn hooks(&mut self, section: &Section<RawJob>) -> Option<Hooks> {
+        let raw = &section.raw;
+        let mut ok = true;
+        let mut hooks = Hooks::default();
+        for (key, value, slot) in [
+            ("before", &raw.before, &mut hooks.before),
+            ("after", &raw.after, &mut hooks.after),
+        ] {
+            let Some(argv) = value else { continue };
+            let args: Vec<String> = argv.get_ref().iter().map(|a| a.get_ref().clone()).collect();
+            match args.first() {
+                None => {
+                    ok = false;
+                    self.error(
+                        section.key(key),
+                        argv.span(),
+                        format!("`{key}` is an empty command"),
+                        Some(format!("write the program and its arguments, e.g. {key} = [\"/sbin/fsfreeze\", \"--freeze\", \"/data\"], or remove `{key}`")),
+                    );
+                }
+                Some(program) if program.trim().is_empty() => {
+                    ok = false;
+                    self.error(
+                        section.key(key),
+                        argv.span(),
+                        format!("`{key}` has an empty program name"),
+                        None,
+                    );
+                }
+                Some(_) => *slot = Some(args),
+            }
+        }
+        if let Some(timeout) = &raw.hook_timeout {
+            match self.duration(
+                section.key("hook_timeout"),
+                timeout,
+                Duration::from_secs(1),
+                ONE_DAY,
+            ) {
+                Some(d) => hooks.timeout = d,
+                None => ok = false,
+            }
+        }
+        ok.then_some(hooks)
+    }
+
+    fn volume(&mut self, section: &Section<RawJob>) -> Option<VolumeJob> {
+        let raw = &section.raw;
+        let path = self.require(
+            section,
+            "path",
+            raw.path.as_ref(),
+            "add path = \"/var/lib/app/uploads\" (the directory to back up)",
+        );
+        let path = path.and_then(|p| self.path(section.key("path"), p));
+        let mut ok = true;
+        let mut exclude = Vec::new();
+        if let Some(list) = &raw.exclude {
+            let key = section.key("exclude");
+            let (patterns, strings_ok) = self.strings(&key, list);
+            ok &= strings_ok;
+            for (item_key, pattern, span) in patterns {
+                match globset::Glob::new(&pattern) {
+                    Ok(_) => exclude.push(pattern),
+                    Err(e) => {
+                        ok = false;
+                        self.error(
+                            item_key,
+                            span,
+                            format!("invalid glob \"{}\": {}", pattern.escape_debug(), e.kind()),
+                            Some("e.g. \"*.tmp\", \"cache/**\" or \"**/node_modules\"".into()),
+                        );
+                    }
+                }
+            }
+        }
+        let volume = VolumeJob {
+            path: path?,
+            exclude,
+            one_file_system: raw.one_file_system.as_ref().is_some_and(|b| *b.get_ref()),
+            ignore_unreadable: raw.ignore_unreadable.as_ref().is_some_and(|b| *b.get_ref()),
+        };
+        ok.then_some(volume)
     }
 
     /// `[jobs.NAME.drill]`: SQL checks and the restored database they run in.

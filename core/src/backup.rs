@@ -119,7 +119,9 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     let mut catalog = Catalog {
         format_version: 1,
         databases: Vec::new(),
+        files: Vec::new(),
     };
+    let mut volume = None;
     for spec in &plan.streams {
         if cancel.is_cancelled() {
             return Err(BackupError::Cancelled);
@@ -130,6 +132,19 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         tracing::info!(job = %settings.job, snapshot = %id, stream = %spec.name, payload_bytes = report.payload_bytes, stored_bytes = report.stored_bytes, "Stream stored.");
         if let Some(db) = meta.catalog {
             catalog.databases.push(db);
+        }
+        if let Some(v) = meta.volume {
+            for path in &v.summary.changed {
+                tracing::warn!(job = %settings.job, snapshot = %id, path = %path, "File changed while it was read: archived, but it may be torn (listed in the manifest).");
+            }
+            for path in &v.summary.vanished {
+                tracing::warn!(job = %settings.job, snapshot = %id, path = %path, "File vanished before it was read: not archived (listed in the manifest).");
+            }
+            for problem in &v.summary.unreadable {
+                tracing::warn!(job = %settings.job, snapshot = %id, problem = %problem, "Entry skipped (listed in the manifest).");
+            }
+            catalog.files.extend(v.files);
+            volume = Some(v.summary);
         }
         objects.push(entry(spec, &report, receipt));
     }
@@ -168,6 +183,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         compression_level: settings.compression.level,
         encryption: "age".to_owned(),
         recipients: settings.recipients.iter().map(|r| r.to_string()).collect(),
+        volume,
         objects,
     };
     if cancel.is_cancelled() {

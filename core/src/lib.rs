@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod drill;
+pub mod extract;
 pub mod inventory;
 pub mod pipeline;
 pub mod recipients;

@@ -422,6 +422,12 @@ pub fn select_object<'m>(
                 ))
             });
     }
+    if dumps.is_empty() {
+        // A volume snapshot: its one archive.
+        if let Some(tar) = manifest.objects.iter().find(|o| o.kind == ObjectKind::Tar) {
+            return Ok(tar);
+        }
+    }
     match dumps.as_slice() {
         [one] => Ok(one),
         [] => Err(RestoreError::NotFound(format!(
@@ -437,6 +443,87 @@ pub fn select_object<'m>(
                 .join(", ")
         ))),
     }
+}
+
+/// What a directory restore did.
+#[derive(Debug, Clone)]
+pub struct DirRestoreReport {
+    /// Decode measurements of the tar stream (payload SHA-256 verified).
+    pub decode: DecodeReport,
+    /// What was extracted.
+    pub extract: crate::extract::ExtractReport,
+    /// Files whose content does not match the catalog's SHA-256 (empty when all match), or why the catalog
+    /// could not be compared.
+    pub mismatches: Vec<String>,
+}
+
+/// Restores a volume snapshot's tar stream into `dest` (an empty or new directory, or a non-empty one when
+/// `allow_non_empty`), refusing entries that would land outside it, then compares every file with the catalog.
+pub async fn restore_to_dir<S: ReadStore>(
+    store: &S,
+    manifest: &Manifest,
+    entry: &ObjectEntry,
+    identities: Identities,
+    dest: &Path,
+    allow_non_empty: bool,
+    progress: Option<Progress>,
+) -> Result<DirRestoreReport, RestoreError> {
+    use crate::extract::{check_target, extract, ExtractOptions};
+    if entry.kind != ObjectKind::Tar {
+        return Err(RestoreError::Usage(format!(
+            "{} is not a directory archive; restore it with --to-file or --to-database",
+            entry.name
+        )));
+    }
+    check_target(dest, allow_non_empty).map_err(|e| RestoreError::TargetNotEmpty(format!(
+        "{e}; restore into a new or empty directory, or pass --confirm {} to extract into it anyway",
+        dest.display()
+    )))?;
+    let catalog = read_catalog(store, manifest, identities.clone()).await?;
+    let (reader, writer) = std::io::pipe().map_err(|e| RestoreError::Internal(e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let extract_cancel = cancel.clone();
+    let target = dest.to_path_buf();
+    let extracting = tokio::task::spawn_blocking(move || {
+        let opts = ExtractOptions {
+            preserve_ownership: true,
+            preserve_permissions: true,
+        };
+        extract(reader, &target, &opts, &extract_cancel)
+    });
+    let decoded = restore_object(store, entry, identities, writer, progress, cancel.clone())
+        .await
+        .map(|(report, writer)| {
+            drop(writer);
+            report
+        });
+    if decoded.is_err() {
+        cancel.cancel();
+    }
+    let extracted = extracting
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))?;
+    let decode = decoded?;
+    let extract = extracted
+        .map_err(|e| RestoreError::Usage(format!("extracting into {}: {e}", dest.display())))?;
+    let mut mismatches = Vec::new();
+    let found: std::collections::HashMap<&str, (&u64, &String)> = extract
+        .digests
+        .iter()
+        .map(|(p, size, sha)| (p.as_str(), (size, sha)))
+        .collect();
+    for file in &catalog.files {
+        match found.get(file.path.as_str()) {
+            Some((size, sha)) if **size == file.size && **sha == file.sha256 => {}
+            Some(_) => mismatches.push(format!("{}: content differs from the catalog", file.path)),
+            None => mismatches.push(format!("{}: in the catalog but not extracted", file.path)),
+        }
+    }
+    Ok(DirRestoreReport {
+        decode,
+        extract,
+        mismatches,
+    })
 }
 
 /// Restores one object's payload into a new file. An existing file is replaced only when `overwrite` is set.

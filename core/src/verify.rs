@@ -3,7 +3,9 @@
 
 use crate::pipeline::{HashingReader, PipelineError};
 use crate::restore::{decode_into_child, restore_object, Identities, IntoChildError, RestoreError};
-use crate::snapshot::{Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotRef};
+use crate::snapshot::{
+    Catalog, CatalogFile, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotRef,
+};
 use crate::source::PgTools;
 use crate::store::ReadStore;
 use crate::verification::CheckResult;
@@ -48,6 +50,16 @@ pub async fn verify_snapshot<S: ReadStore>(
         ),
         Err(e) => check("manifest: one version".into(), false, e.to_string()),
     });
+    // A volume's per-file digests live in the (encrypted) catalog: read it first when decrypting.
+    let files = match decode {
+        Some(d) if manifest.objects.iter().any(|o| o.kind == ObjectKind::Tar) => {
+            crate::restore::read_catalog(store, manifest, d.identities.clone())
+                .await
+                .ok()
+                .map(|c| c.files)
+        }
+        _ => None,
+    };
     for entry in &manifest.objects {
         let present = object_present(store, entry).await;
         let present_ok = present.passed;
@@ -58,7 +70,7 @@ pub async fn verify_snapshot<S: ReadStore>(
         checks.push(lock_check(store, entry, now).await);
         match decode {
             None => checks.push(stored_sha256(store, entry).await),
-            Some(d) => checks.extend(decode_checks(store, entry, d).await),
+            Some(d) => checks.extend(decode_checks(store, entry, d, files.as_deref()).await),
         }
     }
     checks
@@ -207,6 +219,7 @@ async fn decode_checks<S: ReadStore>(
     store: &S,
     entry: &ObjectEntry,
     d: &DecodeChecks,
+    files: Option<&[CatalogFile]>,
 ) -> Vec<CheckResult> {
     let decrypt_name = format!("{}: decrypts, payload SHA-256", entry.name);
     let format_name = format!("{}: format", entry.name);
@@ -219,6 +232,7 @@ async fn decode_checks<S: ReadStore>(
         ObjectKind::Catalog => decode_small(store, entry, ids)
             .await
             .map(|json| catalog_format(&json)),
+        ObjectKind::Tar => tar_files(store, entry, ids, files).await,
     };
     match result {
         Ok(format) => vec![
@@ -309,6 +323,9 @@ fn catalog_format(json: &[u8]) -> Result<String, String> {
     let catalog: Catalog =
         serde_json::from_slice(json).map_err(|e| format!("the catalog is not valid JSON: {e}"))?;
     let tables: usize = catalog.databases.iter().map(|d| d.tables.len()).sum();
+    if !catalog.files.is_empty() {
+        return Ok(format!("SHA-256 of {} files", catalog.files.len()));
+    }
     Ok(format!(
         "{} databases, {tables} tables with row counts",
         catalog.databases.len()
@@ -332,6 +349,108 @@ async fn pg_restore_list<S: ReadStore>(
         ))),
         Err(IntoChildError::Child(e)) => Ok(Err(format!("pg_restore rejects the dump: {e}"))),
         Err(IntoChildError::Decode(e)) => Err(decode_failure(e)),
+    }
+}
+
+/// Streams the decoded tar through a reader that hashes every regular file, and compares with the catalog.
+async fn tar_files<S: ReadStore>(
+    store: &S,
+    entry: &ObjectEntry,
+    identities: Identities,
+    expected: Option<&[CatalogFile]>,
+) -> Result<Result<String, String>, DecodeFailure> {
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| DecodeFailure::Other(format!("creating a pipe: {e}")))?;
+    let hashing = tokio::task::spawn_blocking(move || tar_digests(reader));
+    let decoded = restore_object(
+        store,
+        entry,
+        identities,
+        writer,
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    // Close the pipe (the writer comes back with the report) so the hashing side sees the end.
+    .map(|(report, writer)| {
+        drop(writer);
+        report
+    });
+    let digests = hashing.await;
+    if let Err(e) = decoded {
+        return Err(decode_failure(e));
+    }
+    let found = match digests {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Ok(Err(format!("not a readable tar archive: {e}"))),
+        Err(e) => return Err(DecodeFailure::Other(format!("internal error: {e}"))),
+    };
+    let Some(expected) = expected else {
+        return Ok(Err(format!(
+            "tar reads ({} files), but the catalog with the per-file SHA-256 could not be read",
+            found.len()
+        )));
+    };
+    Ok(compare_files(expected, &found))
+}
+
+/// Reads a tar stream to the end, hashing the content of every regular file (sparse ones as their logical content).
+fn tar_digests<R: Read>(src: R) -> std::io::Result<Vec<CatalogFile>> {
+    let mut archive = tar::Archive::new(src);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_gnu_sparse()) {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let mut hasher = HashingReader::new(&mut entry);
+        while hasher.read(&mut buf)? > 0 {}
+        let (size, sha256) = hasher.finish();
+        out.push(CatalogFile { path, size, sha256 });
+    }
+    // Drain the end-of-archive padding so the writer never sees a broken pipe.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink())?;
+    Ok(out)
+}
+
+/// Every file of the catalog found with its SHA-256, and nothing extra.
+fn compare_files(expected: &[CatalogFile], found: &[CatalogFile]) -> Result<String, String> {
+    let by_path: std::collections::HashMap<&str, &CatalogFile> =
+        found.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut problems = Vec::new();
+    for want in expected {
+        match by_path.get(want.path.as_str()) {
+            None => problems.push(format!("{}: missing from the archive", want.path)),
+            Some(have) if have.sha256 != want.sha256 || have.size != want.size => {
+                problems.push(format!(
+                    "{}: {} bytes with SHA-256 {}, the catalog says {} bytes with {}",
+                    want.path, have.size, have.sha256, want.size, want.sha256
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = expected.iter().map(|f| f.path.as_str()).collect();
+    for extra in found.iter().filter(|f| !known.contains(f.path.as_str())) {
+        problems.push(format!(
+            "{}: in the archive but not in the catalog",
+            extra.path
+        ));
+    }
+    if problems.is_empty() {
+        let bytes: u64 = found.iter().map(|f| f.size).sum();
+        Ok(format!(
+            "all {} files match the catalog's SHA-256 ({bytes} bytes)",
+            found.len()
+        ))
+    } else {
+        let total = problems.len();
+        problems.truncate(10);
+        Err(format!("{total} files differ: {}", problems.join("; ")))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod health;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod notify;

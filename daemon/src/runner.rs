@@ -1,13 +1,14 @@
 //! Builds a job's source, store and settings from the validated config, and runs it once.
 //! Secret references and recipient files are resolved here (never in the config crate), and never logged.
 
+use crate::hooks::run_hook;
 use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
 use lifeboat_core::snapshot::SnapshotId;
-use lifeboat_core::source::PostgresSource;
+use lifeboat_core::source::{AnySource, PostgresSource, VolumeSource};
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,9 @@ pub enum JobError {
     /// The backup itself failed (exit code 1).
     #[error(transparent)]
     Backup(Box<BackupError>),
+    /// The job's `before` hook failed, so the source was not read (exit code 1).
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
 }
 
 impl From<BackupError> for JobError {
@@ -35,7 +39,7 @@ impl JobError {
     pub fn exit_code(&self) -> i32 {
         match self {
             JobError::Config(_) => crate::EXIT_USAGE,
-            JobError::Backup(_) => crate::EXIT_FAILED,
+            JobError::Backup(_) | JobError::Hook(_) => crate::EXIT_FAILED,
         }
     }
 }
@@ -43,7 +47,7 @@ impl JobError {
 /// A job ready to run.
 pub struct PreparedJob {
     /// The source.
-    pub source: PostgresSource,
+    pub source: AnySource,
     /// The store.
     pub store: AnyStore,
     /// Pipeline and lock settings.
@@ -73,8 +77,11 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     let recipients =
         load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
     let source = match &job.source {
-        SourceConfig::Postgres(pg) => PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
-            .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
+        SourceConfig::Postgres(pg) => AnySource::Postgres(
+            PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
+                .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
+        ),
+        SourceConfig::Volume(v) => AnySource::Volume(VolumeSource::new(name, v)),
     };
     let store = AnyStore::build(store_cfg)
         .await
@@ -101,6 +108,15 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     })
 }
 
+/// Runs the `after` hook, if any. Its failure is logged as an error but does not undo a complete snapshot.
+async fn run_after_hook(job: &str, hooks: &lifeboat_config::Hooks) {
+    if let Some(after) = &hooks.after {
+        if let Err(e) = run_hook(job, "after", after, hooks.timeout).await {
+            tracing::error!(job = %job, error = %e, "The after hook failed: the source may be left paused or frozen; fix it now.");
+        }
+    }
+}
+
 /// Runs one job now, logging one line when it starts and one when it ends (job, snapshot id, bytes, duration,
 /// result).
 pub async fn run_job(
@@ -113,15 +129,24 @@ pub async fn run_job(
     tracing::info!(job = %name, snapshot = %id, "Backup run started.");
     let result = async {
         let mut prepared = prepare(config, name).await?;
-        let report = run_backup(
+        let hooks = job(config, name)?.hooks.clone();
+        if let Some(before) = &hooks.before {
+            if let Err(e) = run_hook(name, "before", before, hooks.timeout).await {
+                run_after_hook(name, &hooks).await;
+                return Err(e.into());
+            }
+        }
+        let backup = run_backup(
             &mut prepared.source,
             &prepared.store,
             &prepared.settings,
             id.clone(),
             cancel,
         )
-        .await?;
-        Ok::<_, JobError>(report)
+        .await;
+        // `after` runs whatever happened: it may be what unfreezes the source.
+        run_after_hook(name, &hooks).await;
+        Ok::<_, JobError>(backup?)
     }
     .await;
     let duration_s = started.elapsed().as_secs_f64();

@@ -44,7 +44,7 @@ enum Command {
     Snapshots(cmd::snapshots::SnapshotsArgs),
     /// Restore a snapshot into a new database or a new file.
     #[command(
-        after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n\nThe target database is created if absent. A database that already has tables, or an existing file,\nis only written with --confirm naming it exactly."
+        after_help = "Examples:\n  lifeboat restore main-db/20261126T011530Z-k3v9qa --identity key.txt --to-database postgres://postgres@localhost:5432/app_restored\n  lifeboat restore main-db/latest --identity key.txt --to-file app.dump --database app\n  lifeboat restore main-db/latest --identity key.txt --to-database postgres://postgres@localhost/app --confirm app\n  lifeboat restore uploads/latest --identity key.txt --to-dir /srv/uploads-restored\n\nThe target database is created if absent. A database that already has tables, an existing file, or a\nnon-empty directory is only written with --confirm naming it exactly."
     )]
     Restore(cmd::restore::RestoreArgs),
     /// Check a snapshot: stored sizes, SHA-256, versions and locks; with --identity also decrypt and check formats.

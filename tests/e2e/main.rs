@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod backup_restore;
+mod break_glass;
 mod cancel;
 mod common;
 mod config_errors;
 mod daemon;
+mod deploy_manifests;
 mod failures;
 mod large;
 mod pgpass;

@@ -32,4 +32,18 @@ pub struct Catalog {
     pub format_version: u32,
     /// One entry per dumped database.
     pub databases: Vec<CatalogDatabase>,
+    /// SHA-256 of every regular file of a volume snapshot, as archived.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<CatalogFile>,
+}
+
+/// One regular file of a volume snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogFile {
+    /// Path relative to the volume's root.
+    pub path: String,
+    /// Logical size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content (holes read as zeros), hex.
+    pub sha256: String,
 }

@@ -32,8 +32,10 @@ pub enum ObjectKind {
     PgDumpCustom,
     /// `pg_dumpall --globals-only` SQL script (roles without passwords, tablespaces).
     GlobalsSql,
-    /// The snapshot's catalog (JSON): per-table row counts taken at dump time.
+    /// The snapshot's catalog (JSON): per-table row counts taken at dump time, per-file SHA-256 of volumes.
     Catalog,
+    /// A POSIX tar stream of a directory tree (PAX headers, GNU sparse entries).
+    Tar,
 }
 
 /// Lock applied to a stored object, as read back from the store after upload.
@@ -89,6 +91,29 @@ pub struct SourceIdentity {
     pub server_version: String,
     /// Tool versions, e.g. `pg_dump (PostgreSQL) 15.18`.
     pub tools: Vec<String>,
+    /// The directory backed up (volume sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// What a volume snapshot holds, and what happened while it was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSummary {
+    /// Tar entries (directories, files, links…).
+    pub entries: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Logical bytes of the regular files (holes included).
+    pub bytes: u64,
+    /// Files that changed while they were read: archived, but possibly torn.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Entries that disappeared between listing and reading: not archived.
+    #[serde(default)]
+    pub vanished: Vec<String>,
+    /// Entries skipped because they could not be read (`ignore_unreadable`), with the reason.
+    #[serde(default)]
+    pub unreadable: Vec<String>,
 }
 
 /// The manifest of a complete snapshot.
@@ -118,6 +143,9 @@ pub struct Manifest {
     pub recipients: Vec<String>,
     /// Every stored object, including the catalog.
     pub objects: Vec<ObjectEntry>,
+    /// Counts and warnings of a volume source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSummary>,
 }
 
 impl Manifest {

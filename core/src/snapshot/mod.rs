@@ -6,11 +6,12 @@ mod id;
 mod layout;
 mod manifest;
 
-pub use catalog::{Catalog, CatalogDatabase, CatalogTable};
+pub use catalog::{Catalog, CatalogDatabase, CatalogFile, CatalogTable};
 pub use id::{SnapshotId, SnapshotIdError};
 pub use layout::{
     manifest_key, object_key, snapshot_prefix, SnapshotRef, MANIFEST_NAME, SNAPSHOTS_DIR,
 };
 pub use manifest::{
-    FormatError, LockInfo, Manifest, ObjectEntry, ObjectKind, SourceIdentity, FORMAT_VERSION,
+    FormatError, LockInfo, Manifest, ObjectEntry, ObjectKind, SourceIdentity, VolumeSummary,
+    FORMAT_VERSION,
 };

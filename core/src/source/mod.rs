@@ -1,16 +1,21 @@
 //! Sources turn a job into named byte streams: `pg_dump` per database and `pg_dumpall --globals-only` for PostgreSQL.
 //! A source streams from child processes (no temporary files) and reports exit status, stderr errors and catalog data.
 
+mod any;
+pub mod archive;
 pub mod conn;
 mod pgtools;
 mod postgres;
 mod process;
 mod tls;
+mod volume;
 
+pub use any::AnySource;
 pub use conn::ConnParams;
 pub use pgtools::{find_pg_tools, PgTools};
 pub use postgres::{quote_ident, PostgresSource};
 pub use process::{capture_small, ChildStream};
+pub use volume::{VolumeSource, VOLUME_OBJECT};
 
 use crate::snapshot::{CatalogDatabase, ObjectKind, SourceIdentity};
 use futures::future::BoxFuture;
@@ -43,6 +48,17 @@ pub struct SourcePlan {
 pub struct StreamMeta {
     /// Row counts of a dumped database, taken in the dump's own snapshot.
     pub catalog: Option<CatalogDatabase>,
+    /// Counts, warnings and per-file digests of a volume stream.
+    pub volume: Option<VolumeMeta>,
+}
+
+/// What a volume stream reports when it has finished.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeMeta {
+    /// Counts and warnings for the manifest.
+    pub summary: crate::snapshot::VolumeSummary,
+    /// Per-file SHA-256 for the encrypted catalog.
+    pub files: Vec<crate::snapshot::CatalogFile>,
 }
 
 /// An open stream: read `reader` to the end, then await `finish` to learn whether the producer succeeded.

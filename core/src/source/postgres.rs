@@ -149,6 +149,7 @@ impl PostgresSource {
                         snapshot,
                         tables,
                     }),
+                    volume: None,
                 })
             }),
         })
@@ -265,6 +266,7 @@ impl Source for PostgresSource {
             databases,
             server_version: version,
             tools: vec![tools.version.clone()],
+            path: None,
         };
         self.tools = Some(tools);
         Ok(SourcePlan { identity, streams })

@@ -3,8 +3,8 @@
 
 use super::{load_config, open_store, select_store, CliError};
 use lifeboat_core::restore::{
-    load_identities, resolve_snapshot, restore_to_database, restore_to_file, select_object,
-    DatabaseTarget, Progress, RestoreError,
+    load_identities, resolve_snapshot, restore_to_database, restore_to_dir, restore_to_file,
+    select_object, DatabaseTarget, Progress, RestoreError,
 };
 use lifeboat_core::secret::Secret;
 use lifeboat_core::source::ConnParams;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// Arguments of `lifeboat restore`.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["to_file", "to_database"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_file", "to_dir", "to_database"])))]
 pub struct RestoreArgs {
     /// Snapshot: JOB/ID, ID, JOB/latest (or `latest` with --job).
     snapshot: String,
@@ -24,6 +24,10 @@ pub struct RestoreArgs {
     /// Write the decrypted payload (e.g. a pg_dump archive) to this new file.
     #[arg(long)]
     to_file: Option<PathBuf>,
+    /// Extract a volume snapshot into this new or empty directory (ownership and modes kept where allowed;
+    /// entries that would land outside it are refused).
+    #[arg(long)]
+    to_dir: Option<PathBuf>,
     /// Restore into this database (postgres://user@host:port/dbname); created if absent. Password via PGPASSWORD or --password-file.
     #[arg(long)]
     to_database: Option<String>,
@@ -74,6 +78,17 @@ fn progress_bar(total: u64) -> (Option<Progress>, Option<indicatif::ProgressBar>
     (Some(cb), Some(bar))
 }
 
+/// `--confirm` names the directory: as written, or the same directory by another spelling.
+fn same_path(confirm: &str, dir: &Path) -> bool {
+    if Path::new(confirm) == dir {
+        return true;
+    }
+    match (std::fs::canonicalize(confirm), std::fs::canonicalize(dir)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Runs the command.
 pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> {
     let config = load_config(config_path)?;
@@ -108,9 +123,47 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
         return Ok(());
     }
 
+    if let Some(dir) = &args.to_dir {
+        let entry = select_object(&manifest, args.object.as_deref(), None).map_err(failed)?;
+        let allow = args.confirm.as_deref().is_some_and(|c| same_path(c, dir));
+        let (cb, bar) = progress_bar(entry.stored_bytes);
+        let report = restore_to_dir(&store, &manifest, entry, identities, dir, allow, cb).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let report = report.map_err(failed)?;
+        for skipped in &report.extract.skipped {
+            eprintln!("lifeboat: not restored: {skipped}");
+        }
+        if !report.mismatches.is_empty() {
+            return Err(CliError::Failed(format!(
+                "restored {} of {snapshot} into {}, but {} files do not match the catalog: {}",
+                entry.name,
+                dir.display(),
+                report.mismatches.len(),
+                report
+                    .mismatches
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        eprintln!(
+            "restored {} of {snapshot} into {} ({} entries, {} files, {} bytes; every file's SHA-256 matches the catalog)",
+            entry.name,
+            dir.display(),
+            report.extract.entries,
+            report.extract.files,
+            report.extract.bytes
+        );
+        return Ok(());
+    }
+
     let Some(url) = &args.to_database else {
         return Err(CliError::Usage(
-            "give --to-file PATH or --to-database URL".to_owned(),
+            "give --to-file PATH, --to-dir DIR or --to-database URL".to_owned(),
         ));
     };
     let password = match &args.password_file {
