@@ -1009,7 +1009,8 @@ fn invalid_names_are_reported() {
 
 #[test]
 fn unimplemented_job_kinds_get_a_clear_error() {
-    #[allow(clippy::single_element_loop)] // more kinds were here before; the next unbuilt kind joins the list
+    #[allow(clippy::single_element_loop)]
+    // more kinds were here before; the next unbuilt kind joins the list
     for kind in ["postgres_physical"] {
         let text = base_config()
             + &format!(
