@@ -1008,24 +1008,26 @@ fn invalid_names_are_reported() {
 }
 
 #[test]
-fn unimplemented_job_kinds_get_a_clear_error() {
-    #[allow(clippy::single_element_loop)]
-    // more kinds were here before; the next unbuilt kind joins the list
-    for kind in ["postgres_physical"] {
-        let text = base_config()
-            + &format!(
-                "\n[jobs.uploads]\nkind = \"{kind}\"\npath = \"/var/lib/app/uploads\"\nschedule = \"30 2 * * *\"\n\
-                 store = \"offsite\"\n"
-            );
-        let errors = parse_err(&text);
-        let e = error_for(&errors, "jobs.uploads.kind");
-        assert_eq!(
-            e.message,
-            format!("job kind \"{kind}\" is not implemented yet")
-        );
-        assert_eq!(e.line, Some(line_of(&text, &format!("\"{kind}\""))));
-        assert_eq!(errors.errors().len(), 1, "{errors}");
-    }
+fn physical_jobs_parse_and_unknown_kinds_are_reported() {
+    let text = base_config()
+        + "\n[jobs.cluster]\nkind = \"postgres_physical\"\nurl = \"postgres://replicator@db.internal/postgres\"\n\
+           password_env = \"PGPASSWORD_REPL\"\nschedule = \"0 1 * * *\"\nstore = \"offsite\"\n";
+    let config = parse_ok(&text);
+    let SourceConfig::PostgresPhysical(pg) = &config.jobs["cluster"].source else {
+        panic!("not a physical job")
+    };
+    // Without `databases`, every database's tables are listed at backup start.
+    assert_eq!(pg.databases, Databases::All);
+    assert_eq!(pg.password, Some(SecretRef::Env("PGPASSWORD_REPL".into())));
+    let bad = base_config()
+        + "\n[jobs.cluster]\nkind = \"postgres_physical\"\nurl = \"postgres://r@db/postgres\"\npath = \"/x\"\n\
+           schedule = \"0 1 * * *\"\nstore = \"offsite\"\n";
+    let e = error_for(&parse_err(&bad), "jobs.cluster.path").clone();
+    assert!(
+        e.message
+            .contains("does not apply to jobs of kind \"postgres_physical\""),
+        "{e}"
+    );
     let text = replace_line(&base_config(), "kind = \"postgres\"", "kind = \"mysql\"");
     let e = error_for(&parse_err(&text), "jobs.main-db.kind").clone();
     assert_eq!(e.message, "unknown job kind \"mysql\"");

@@ -354,6 +354,8 @@ pub enum SourceConfig {
     Postgres(PostgresJob),
     /// `kind = "volume"`: a directory tree as one POSIX tar stream.
     Volume(VolumeJob),
+    /// `kind = "postgres_physical"`: `pg_basebackup` of the whole cluster as one tar stream (WAL included).
+    PostgresPhysical(PostgresJob),
 }
 
 /// Settings of a `volume` job.

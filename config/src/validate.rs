@@ -885,14 +885,14 @@ impl Validator<'_> {
         let kind_name = kind.map(|k| k.get_ref().clone());
         let kind_ok = match kind.map(|k| (k.get_ref().as_str(), k.span())) {
             None => false,
-            Some(("postgres" | "volume", _)) => true,
+            Some(("postgres" | "volume" | "postgres_physical", _)) => true,
             Some((other, span)) if UNIMPLEMENTED_JOB_KINDS.contains(&other) => {
                 // Designed but not built: one clear error, and nothing else about this job.
                 self.error(
                     section.key("kind"),
                     span,
                     format!("job kind \"{other}\" is not implemented yet"),
-                    Some("the implemented kinds are \"postgres\" (logical dumps) and \"volume\" (a directory)".into()),
+                    Some("the implemented kinds are \"postgres\", \"postgres_physical\" and \"volume\"".into()),
                 );
                 return None;
             }
@@ -901,7 +901,7 @@ impl Validator<'_> {
                     section.key("kind"),
                     span,
                     format!("unknown job kind \"{}\"", other.escape_debug()),
-                    Some("use kind = \"postgres\" or kind = \"volume\"".into()),
+                    Some("use kind = \"postgres\" (logical dumps), \"postgres_physical\" (a base backup of the whole cluster) or \"volume\" (a directory)".into()),
                 );
                 false
             }
@@ -950,6 +950,16 @@ impl Validator<'_> {
                 );
                 self.volume(&section).map(SourceConfig::Volume)
             }
+            (true, Some("postgres_physical")) => {
+                self.reject_keys_of_other_kinds(
+                    &section,
+                    "jobs",
+                    "postgres_physical",
+                    &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS],
+                );
+                self.postgres(&section, true)
+                    .map(SourceConfig::PostgresPhysical)
+            }
             (true, _) => {
                 self.reject_keys_of_other_kinds(
                     &section,
@@ -957,13 +967,15 @@ impl Validator<'_> {
                     "postgres",
                     &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS],
                 );
-                self.postgres(&section).map(SourceConfig::Postgres)
+                self.postgres(&section, false).map(SourceConfig::Postgres)
             }
             (false, _) => None,
         };
 
         let drill = match &source {
-            Some(SourceConfig::Postgres(pg)) => self.job_drill(&section, &pg.databases),
+            Some(SourceConfig::Postgres(pg) | SourceConfig::PostgresPhysical(pg)) => {
+                self.job_drill(&section, &pg.databases)
+            }
             Some(SourceConfig::Volume(_)) => match &section.raw.drill {
                 None => Some(JobDrill::default()),
                 Some(d) => {
@@ -1310,7 +1322,9 @@ impl Validator<'_> {
         })
     }
 
-    fn postgres(&mut self, section: &Section<RawJob>) -> Option<PostgresJob> {
+    /// A `postgres` job (`physical = false`) or a `postgres_physical` one, whose `databases` (the databases whose
+    /// tables are listed and counted at backup start, and where drill checks may run) default to all.
+    fn postgres(&mut self, section: &Section<RawJob>, physical: bool) -> Option<PostgresJob> {
         let raw = &section.raw;
         let url = self.require(
             section,
@@ -1329,6 +1343,7 @@ impl Validator<'_> {
 
         let databases = match &raw.databases {
             Some(list) => self.databases(section, list),
+            None if physical => Some(Databases::All),
             None => match &url {
                 None => None,
                 Some((_, info, _)) if info.dbname.is_some() => {

@@ -130,9 +130,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         let (report, receipt, meta) =
             store_stream(source, store, settings, spec, &key, &lock, &cancel).await?;
         tracing::info!(job = %settings.job, snapshot = %id, stream = %spec.name, payload_bytes = report.payload_bytes, stored_bytes = report.stored_bytes, "Stream stored.");
-        if let Some(db) = meta.catalog {
-            catalog.databases.push(db);
-        }
+        catalog.databases.extend(meta.catalog);
         if let Some(v) = meta.volume {
             for path in &v.summary.changed {
                 tracing::warn!(job = %settings.job, snapshot = %id, path = %path, "File changed while it was read: archived, but it may be torn (listed in the manifest).");

@@ -507,12 +507,24 @@ pub async fn restore_to_dir<S: ReadStore>(
     let extract = extracted
         .map_err(|e| RestoreError::Usage(format!("extracting into {}: {e}", dest.display())))?;
     let mut mismatches = Vec::new();
+    let mut expected = catalog.files;
+    if manifest.source.kind == "postgres_physical" {
+        // pg_basebackup's own list of every file with its SHA-256 travels inside the archive.
+        match std::fs::read(dest.join("backup_manifest"))
+            .map_err(|e| e.to_string())
+            .and_then(|json| crate::verify::backup_manifest_files(&json))
+        {
+            Ok(files) => expected = files,
+            Err(e) => mismatches.push(format!("backup_manifest: {e}")),
+        }
+        make_data_directory(dest, &mut mismatches);
+    }
     let found: std::collections::HashMap<&str, (&u64, &String)> = extract
         .digests
         .iter()
         .map(|(p, size, sha)| (p.as_str(), (size, sha)))
         .collect();
-    for file in &catalog.files {
+    for file in &expected {
         match found.get(file.path.as_str()) {
             Some((size, sha)) if **size == file.size && **sha == file.sha256 => {}
             Some(_) => mismatches.push(format!("{}: content differs from the catalog", file.path)),
@@ -524,6 +536,22 @@ pub async fn restore_to_dir<S: ReadStore>(
         extract,
         mismatches,
     })
+}
+
+/// A restored physical backup becomes a data directory PostgreSQL will start from: mode 0700 and, as root, owned
+/// by the owner of its files (pg_ctl refuses a group- or world-accessible data directory).
+fn make_data_directory(dest: &Path, problems: &mut Vec<String>) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dest.join("PG_VERSION")) {
+        if let Err(e) = std::os::unix::fs::chown(dest, Some(meta.uid()), Some(meta.gid())) {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                problems.push(format!("{}: cannot set its owner: {e}", dest.display()));
+            }
+        }
+    }
+    if let Err(e) = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700)) {
+        problems.push(format!("{}: cannot set mode 0700: {e}", dest.display()));
+    }
 }
 
 /// Restores one object's payload into a new file. An existing file is replaced only when `overwrite` is set.

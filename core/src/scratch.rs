@@ -190,6 +190,17 @@ pub struct ScratchCluster {
 impl ScratchCluster {
     /// Finds the server binaries, creates the cluster (`initdb`) in a new temp dir and starts it.
     pub async fn start(opts: &ScratchOptions) -> Result<ScratchCluster, ScratchError> {
+        let cluster = Self::prepare(opts).await?;
+        cluster.initdb().await?;
+        cluster.pg_ctl_start(&[]).await?;
+        cluster.log_started();
+        Ok(cluster)
+    }
+
+    /// Finds the server binaries and makes the temp dir (owned by the user that will run the server), without
+    /// a cluster in it yet: fill [`ScratchCluster::data_dir`] (e.g. with a restored base backup), then call
+    /// [`ScratchCluster::start_restored`]. Dropping it cleans up as for a started cluster.
+    pub async fn prepare(opts: &ScratchOptions) -> Result<ScratchCluster, ScratchError> {
         let server = match &opts.bin_dir {
             Some(dir) => configured_server(dir, opts.min_major).await?,
             None => find_pg_server(opts.min_major).await?,
@@ -228,15 +239,68 @@ impl ScratchCluster {
                 tracing::warn!(error = %e, "Cannot start the scratch cluster's watchdog; if lifeboat is killed, the scratch server may be left running.");
             })
             .ok();
-        cluster.initdb().await?;
-        cluster.pg_ctl_start().await?;
+        Ok(cluster)
+    }
+
+    /// Starts a data directory restored into [`ScratchCluster::data_dir`] from a base backup: hands it to the
+    /// server's user (mode 0700), lets in the local superuser with a throw-away `pg_hba.conf` (the backup's own
+    /// may demand passwords), switches archiving off, and waits until recovery has finished.
+    pub async fn start_restored(&self) -> Result<(), ScratchError> {
+        let data = self.data_dir();
+        if let Some(owner) = &self.owner {
+            let user = lookup_user(owner).await?;
+            let mut cmd = Command::new("chown");
+            cmd.arg("-R")
+                .arg(format!("{}:{}", user.uid, user.gid))
+                .arg(&data);
+            let ran = run_captured(cmd, "chown", Duration::from_secs(600)).await?;
+            if !ran.status.success() {
+                return Err(ScratchError::Directory {
+                    path: data,
+                    reason: format!(
+                        "cannot give the restored files to {owner}: {}",
+                        ran.describe()
+                    ),
+                });
+            }
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| ScratchError::Directory {
+                    path: data.clone(),
+                    reason: format!("cannot set mode 0700: {e}"),
+                },
+            )?;
+        }
+        let hba = self.path.join("drill_hba.conf");
+        std::fs::write(&hba, "local all all trust\n").map_err(|e| ScratchError::Directory {
+            path: hba.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(owner) = &self.owner {
+            let user = lookup_user(owner).await?;
+            std::os::unix::fs::chown(&hba, Some(user.uid), Some(user.gid)).map_err(|e| {
+                ScratchError::Directory {
+                    path: hba.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let hba_setting = format!("hba_file='{}'", hba.display());
+        self.pg_ctl_start(&[&hba_setting, "archive_mode=off", "hot_standby=on"])
+            .await?;
+        self.log_started();
+        Ok(())
+    }
+
+    fn log_started(&self) {
         tracing::info!(
-            dir = %cluster.path.display(),
-            version = %cluster.server.version,
-            run_as = cluster.owner.as_deref().unwrap_or("(current user)"),
+            dir = %self.path.display(),
+            version = %self.server.version,
+            run_as = self.owner.as_deref().unwrap_or("(current user)"),
             "Started a scratch PostgreSQL cluster."
         );
-        Ok(cluster)
     }
 
     /// Connection parameters for `dbname` as the cluster's superuser over its unix socket (sslmode disable, no
@@ -402,14 +466,14 @@ impl ScratchCluster {
         })
     }
 
-    async fn pg_ctl_start(&self) -> Result<(), ScratchError> {
+    async fn pg_ctl_start(&self, extra: &[&str]) -> Result<(), ScratchError> {
         let socket_dir = self.socket_dir().to_string_lossy().into_owned();
         // pg_ctl hands `-o` to a shell: values are single-quoted (the path was checked to hold no quote).
         let mut opts = format!(
             "-c port={} -c unix_socket_directories='{socket_dir}'",
             self.port
         );
-        for setting in SERVER_SETTINGS {
+        for setting in SERVER_SETTINGS.iter().chain(extra) {
             opts.push_str(" -c ");
             opts.push_str(setting);
         }

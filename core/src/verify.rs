@@ -380,24 +380,45 @@ async fn tar_files<S: ReadStore>(
     if let Err(e) = decoded {
         return Err(decode_failure(e));
     }
-    let found = match digests {
+    let contents = match digests {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return Ok(Err(format!("not a readable tar archive: {e}"))),
         Err(e) => return Err(DecodeFailure::Other(format!("internal error: {e}"))),
     };
+    let found = contents.files;
+    // A physical backup carries its own per-file SHA-256 list: pg_basebackup's backup_manifest.
+    if let Some(json) = &contents.backup_manifest {
+        return Ok(match backup_manifest_files(json) {
+            Err(e) => Err(e),
+            Ok(listed) => compare_files(&listed, &found, |path| {
+                path == "backup_manifest" || path.starts_with("pg_wal/")
+            })
+            .map(|ok| format!("pg_basebackup's backup_manifest: {ok}")),
+        });
+    }
     let Some(expected) = expected else {
         return Ok(Err(format!(
             "tar reads ({} files), but the catalog with the per-file SHA-256 could not be read",
             found.len()
         )));
     };
-    Ok(compare_files(expected, &found))
+    Ok(compare_files(expected, &found, |_| false))
 }
 
+/// What a tar stream holds: every regular file's digest, and pg_basebackup's `backup_manifest` if present.
+struct TarContents {
+    files: Vec<CatalogFile>,
+    backup_manifest: Option<Vec<u8>>,
+}
+
+/// Largest `backup_manifest` read into memory (it lists every file of a cluster: ~200 bytes each).
+const MAX_BACKUP_MANIFEST: u64 = 512 * 1024 * 1024;
+
 /// Reads a tar stream to the end, hashing the content of every regular file (sparse ones as their logical content).
-fn tar_digests<R: Read>(src: R) -> std::io::Result<Vec<CatalogFile>> {
+fn tar_digests<R: Read>(src: R) -> std::io::Result<TarContents> {
     let mut archive = tar::Archive::new(src);
-    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let mut backup_manifest = None;
     let mut buf = vec![0u8; 256 * 1024];
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -406,19 +427,76 @@ fn tar_digests<R: Read>(src: R) -> std::io::Result<Vec<CatalogFile>> {
             continue;
         }
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if path == "backup_manifest" && entry.size() <= MAX_BACKUP_MANIFEST {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            let mut hasher = HashingReader::new(&bytes[..]);
+            while hasher.read(&mut buf)? > 0 {}
+            let (size, sha256) = hasher.finish();
+            files.push(CatalogFile { path, size, sha256 });
+            backup_manifest = Some(bytes);
+            continue;
+        }
         let mut hasher = HashingReader::new(&mut entry);
         while hasher.read(&mut buf)? > 0 {}
         let (size, sha256) = hasher.finish();
-        out.push(CatalogFile { path, size, sha256 });
+        files.push(CatalogFile { path, size, sha256 });
     }
     // Drain the end-of-archive padding so the writer never sees a broken pipe.
     let mut rest = archive.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())?;
+    Ok(TarContents {
+        files,
+        backup_manifest,
+    })
+}
+
+/// The files pg_basebackup's `backup_manifest` lists with a SHA-256 checksum.
+pub(crate) fn backup_manifest_files(json: &[u8]) -> Result<Vec<CatalogFile>, String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        #[serde(rename = "Files")]
+        files: Vec<File>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(rename = "Path")]
+        path: Option<String>,
+        #[serde(rename = "Size")]
+        size: u64,
+        #[serde(rename = "Checksum-Algorithm")]
+        algorithm: Option<String>,
+        #[serde(rename = "Checksum")]
+        checksum: Option<String>,
+    }
+    let manifest: Manifest = serde_json::from_slice(json)
+        .map_err(|e| format!("backup_manifest is not pg_basebackup's JSON: {e}"))?;
+    let mut out = Vec::new();
+    for f in manifest.files {
+        let (Some(path), Some(algorithm), Some(checksum)) = (f.path, f.algorithm, f.checksum)
+        else {
+            return Err("backup_manifest lists a file without a path or checksum (encoded paths are not supported)".into());
+        };
+        if !algorithm.eq_ignore_ascii_case("SHA256") {
+            return Err(format!(
+                "backup_manifest uses {algorithm} checksums, not SHA256"
+            ));
+        }
+        out.push(CatalogFile {
+            path,
+            size: f.size,
+            sha256: checksum.to_ascii_lowercase(),
+        });
+    }
     Ok(out)
 }
 
-/// Every file of the catalog found with its SHA-256, and nothing extra.
-fn compare_files(expected: &[CatalogFile], found: &[CatalogFile]) -> Result<String, String> {
+/// Every expected file found with its SHA-256, and nothing extra (except what `unlisted_ok` accepts).
+fn compare_files(
+    expected: &[CatalogFile],
+    found: &[CatalogFile],
+    unlisted_ok: impl Fn(&str) -> bool,
+) -> Result<String, String> {
     let by_path: std::collections::HashMap<&str, &CatalogFile> =
         found.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut problems = Vec::new();
@@ -435,7 +513,10 @@ fn compare_files(expected: &[CatalogFile], found: &[CatalogFile]) -> Result<Stri
         }
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|f| f.path.as_str()).collect();
-    for extra in found.iter().filter(|f| !known.contains(f.path.as_str())) {
+    for extra in found
+        .iter()
+        .filter(|f| !known.contains(f.path.as_str()) && !unlisted_ok(&f.path))
+    {
         problems.push(format!(
             "{}: in the archive but not in the catalog",
             extra.path
@@ -444,7 +525,7 @@ fn compare_files(expected: &[CatalogFile], found: &[CatalogFile]) -> Result<Stri
     if problems.is_empty() {
         let bytes: u64 = found.iter().map(|f| f.size).sum();
         Ok(format!(
-            "all {} files match the catalog's SHA-256 ({bytes} bytes)",
+            "all {} files match their recorded SHA-256 ({bytes} bytes)",
             found.len()
         ))
     } else {

@@ -8,7 +8,7 @@ use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSetting
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
 use lifeboat_core::snapshot::SnapshotId;
-use lifeboat_core::source::{AnySource, PostgresSource, VolumeSource};
+use lifeboat_core::source::{AnySource, PhysicalSource, PostgresSource, VolumeSource};
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,6 +82,10 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
                 .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
         ),
         SourceConfig::Volume(v) => AnySource::Volume(VolumeSource::new(name, v)),
+        SourceConfig::PostgresPhysical(pg) => AnySource::Physical(
+            PhysicalSource::new(name, pg, &config.daemon.pg_bin_dirs)
+                .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
+        ),
     };
     let store = AnyStore::build(store_cfg)
         .await

@@ -94,6 +94,9 @@ pub struct SourceIdentity {
     /// The directory backed up (volume sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The cluster's bootstrap superuser (physical backups), which a restored copy is entered as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser: Option<String>,
 }
 
 /// What a volume snapshot holds, and what happened while it was read.

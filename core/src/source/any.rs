@@ -2,7 +2,8 @@
 //! An enum rather than a trait object, so `Source` can keep its `impl Future` methods (as `AnyStore` does).
 
 use super::{
-    OpenStream, PostgresSource, Source, SourceError, SourcePlan, StreamSpec, VolumeSource,
+    OpenStream, PhysicalSource, PostgresSource, Source, SourceError, SourcePlan, StreamSpec,
+    VolumeSource,
 };
 
 /// A source of any implemented kind.
@@ -11,6 +12,8 @@ pub enum AnySource {
     Postgres(PostgresSource),
     /// `kind = "volume"`.
     Volume(VolumeSource),
+    /// `kind = "postgres_physical"`.
+    Physical(PhysicalSource),
 }
 
 impl Source for AnySource {
@@ -18,6 +21,7 @@ impl Source for AnySource {
         match self {
             AnySource::Postgres(s) => s.prepare().await,
             AnySource::Volume(s) => s.prepare().await,
+            AnySource::Physical(s) => s.prepare().await,
         }
     }
 
@@ -25,6 +29,7 @@ impl Source for AnySource {
         match self {
             AnySource::Postgres(s) => s.open(spec).await,
             AnySource::Volume(s) => s.open(spec).await,
+            AnySource::Physical(s) => s.open(spec).await,
         }
     }
 }

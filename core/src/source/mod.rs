@@ -1,10 +1,11 @@
-//! Sources turn a job into named byte streams: `pg_dump` per database and `pg_dumpall --globals-only` for PostgreSQL.
-//! A source streams from child processes (no temporary files) and reports exit status, stderr errors and catalog data.
+//! Sources turn a job into named byte streams: pg_dump per database plus globals, pg_basebackup of a cluster, or a
+//! directory as tar. They stream without temporary files and report exit status, errors and catalog data.
 
 mod any;
 pub mod archive;
 pub mod conn;
 mod pgtools;
+mod physical;
 mod postgres;
 mod process;
 mod tls;
@@ -13,6 +14,7 @@ mod volume;
 pub use any::AnySource;
 pub use conn::ConnParams;
 pub use pgtools::{find_pg_tools, PgTools};
+pub use physical::{PhysicalSource, CLUSTER_OBJECT};
 pub use postgres::{quote_ident, PostgresSource};
 pub use process::{capture_small, ChildStream};
 pub use volume::{VolumeSource, VOLUME_OBJECT};
@@ -46,8 +48,9 @@ pub struct SourcePlan {
 /// Facts a stream reports once it has finished cleanly.
 #[derive(Debug, Clone, Default)]
 pub struct StreamMeta {
-    /// Row counts of a dumped database, taken in the dump's own snapshot.
-    pub catalog: Option<CatalogDatabase>,
+    /// Row counts of the databases in the stream: a logical dump's, taken in the dump's own snapshot; a physical
+    /// backup's, taken at its start.
+    pub catalog: Vec<CatalogDatabase>,
     /// Counts, warnings and per-file digests of a volume stream.
     pub volume: Option<VolumeMeta>,
 }

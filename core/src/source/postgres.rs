@@ -22,7 +22,9 @@ pub struct PostgresSource {
     tools: Option<PgTools>,
 }
 
-fn db_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+pub(crate) fn db_err(
+    context: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
     let context = context.into();
     move |e| SourceError::Database {
         context,
@@ -67,7 +69,8 @@ impl PostgresSource {
             .ok_or_else(|| SourceError::Tools("source not prepared".to_owned()))
     }
 
-    fn command(&self, tool: &str) -> Result<Command, SourceError> {
+    /// A command for one of the chosen client tools, with the connection's environment (password included).
+    pub(crate) fn command(&self, tool: &str) -> Result<Command, SourceError> {
         let mut cmd = Command::new(self.tools()?.tool(tool));
         for (k, v) in self.conn.child_env() {
             cmd.env(k, v);
@@ -144,11 +147,11 @@ impl PostgresSource {
                         "ending the dump transaction in {db_name:?}"
                     )))?;
                 Ok(StreamMeta {
-                    catalog: Some(CatalogDatabase {
+                    catalog: vec![CatalogDatabase {
                         name: db_name,
                         snapshot,
                         tables,
-                    }),
+                    }],
                     volume: None,
                 })
             }),
@@ -156,7 +159,8 @@ impl PostgresSource {
     }
 }
 
-async fn count_rows(
+/// Exact row counts of every user table of `database`, in the client's current transaction.
+pub(crate) async fn count_rows(
     client: &tokio_postgres::Client,
     database: &str,
 ) -> Result<Vec<CatalogTable>, SourceError> {
@@ -267,6 +271,7 @@ impl Source for PostgresSource {
             server_version: version,
             tools: vec![tools.version.clone()],
             path: None,
+            superuser: None,
         };
         self.tools = Some(tools);
         Ok(SourcePlan { identity, streams })

@@ -66,6 +66,7 @@ impl Source for VolumeSource {
                 server_version: String::new(),
                 tools: vec![format!("lifeboat {} (tar)", crate::VERSION)],
                 path: Some(path.display().to_string()),
+                superuser: None,
             },
             streams: vec![StreamSpec {
                 name: VOLUME_OBJECT.to_owned(),
@@ -114,7 +115,7 @@ impl Source for VolumeSource {
                 }
             };
             Ok(StreamMeta {
-                catalog: None,
+                catalog: Vec::new(),
                 volume: Some(VolumeMeta {
                     summary: VolumeSummary {
                         entries: report.entries,

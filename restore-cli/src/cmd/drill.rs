@@ -57,7 +57,12 @@ pub async fn run(config_path: &Path, args: DrillArgs) -> Result<(), CliError> {
         None => config
             .jobs
             .values()
-            .filter(|j| matches!(j.source, SourceConfig::Postgres(_)))
+            .filter(|j| {
+                matches!(
+                    j.source,
+                    SourceConfig::Postgres(_) | SourceConfig::PostgresPhysical(_)
+                )
+            })
             .collect(),
     };
     if jobs.is_empty() {
