@@ -83,6 +83,9 @@ pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
     "pg_bin_dir",
 ];
 
+/// Keys only `kind = "postgres_physical"` jobs accept (besides the `postgres` ones).
+pub(crate) const JOB_PHYSICAL_KEYS: &[&str] = &["fast_checkpoint"];
+
 /// Keys only `kind = "volume"` jobs accept.
 pub(crate) const JOB_VOLUME_KEYS: &[&str] =
     &["path", "exclude", "one_file_system", "ignore_unreadable"];
@@ -104,6 +107,7 @@ pub(crate) fn job_keys() -> impl Iterator<Item = &'static str> {
     JOB_COMMON_KEYS
         .iter()
         .chain(JOB_POSTGRES_KEYS)
+        .chain(JOB_PHYSICAL_KEYS)
         .chain(JOB_VOLUME_KEYS)
         .copied()
 }
@@ -178,6 +182,8 @@ pub(crate) struct RawJob {
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub pg_bin_dir: Option<Spanned<String>>,
+    // postgres_physical
+    pub fast_checkpoint: Option<Spanned<bool>>,
     // volume
     pub path: Option<Spanned<String>>,
     pub exclude: Option<Spanned<OneOrMany>>,

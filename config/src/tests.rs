@@ -1011,7 +1011,7 @@ fn invalid_names_are_reported() {
 fn physical_jobs_parse_and_unknown_kinds_are_reported() {
     let text = base_config()
         + "\n[jobs.cluster]\nkind = \"postgres_physical\"\nurl = \"postgres://replicator@db.internal/postgres\"\n\
-           password_env = \"PGPASSWORD_REPL\"\nschedule = \"0 1 * * *\"\nstore = \"offsite\"\n";
+           password_env = \"PGPASSWORD_REPL\"\nfast_checkpoint = true\nschedule = \"0 1 * * *\"\nstore = \"offsite\"\n";
     let config = parse_ok(&text);
     let SourceConfig::PostgresPhysical(pg) = &config.jobs["cluster"].source else {
         panic!("not a physical job")
@@ -1019,6 +1019,18 @@ fn physical_jobs_parse_and_unknown_kinds_are_reported() {
     // Without `databases`, every database's tables are listed at backup start.
     assert_eq!(pg.databases, Databases::All);
     assert_eq!(pg.password, Some(SecretRef::Env("PGPASSWORD_REPL".into())));
+    assert!(pg.fast_checkpoint);
+    // Logical jobs have no checkpoint to choose.
+    let logical = insert_after(
+        &base_config(),
+        "store = \"offsite\"",
+        "fast_checkpoint = true",
+    );
+    assert!(
+        error_for(&parse_err(&logical), "jobs.main-db.fast_checkpoint")
+            .message
+            .contains("does not apply")
+    );
     let bad = base_config()
         + "\n[jobs.cluster]\nkind = \"postgres_physical\"\nurl = \"postgres://r@db/postgres\"\npath = \"/x\"\n\
            schedule = \"0 1 * * *\"\nstore = \"offsite\"\n";

@@ -383,6 +383,9 @@ pub struct PostgresJob {
     pub password: Option<SecretRef>,
     /// Directory holding `pg_dump`/`pg_dumpall` for this job (absolute); overrides `daemon.pg_bin_dirs`.
     pub pg_bin_dir: Option<PathBuf>,
+    /// `postgres_physical` only: start the base backup with an immediate checkpoint instead of a spread one
+    /// (key `fast_checkpoint`, default false).
+    pub fast_checkpoint: bool,
 }
 
 /// Which databases a `postgres` job dumps.

@@ -13,8 +13,8 @@ use crate::document::{Document, Named, Section};
 use crate::error::Diagnostics;
 use crate::raw::{
     OneOrMany, RawDaemon, RawDrill, RawEncryption, RawJob, RawSize, RawStore, JOB_COMMON_KEYS,
-    JOB_POSTGRES_KEYS, JOB_VOLUME_KEYS, STORE_COMMON_KEYS, STORE_FS_KEYS, STORE_S3_KEYS,
-    UNIMPLEMENTED_JOB_KINDS,
+    JOB_PHYSICAL_KEYS, JOB_POSTGRES_KEYS, JOB_VOLUME_KEYS, STORE_COMMON_KEYS, STORE_FS_KEYS,
+    STORE_S3_KEYS, UNIMPLEMENTED_JOB_KINDS,
 };
 use crate::types::{
     CompressionConfig, Config, DaemonConfig, Databases, DrillConfig, EncryptionConfig, FsConfig,
@@ -955,7 +955,7 @@ impl Validator<'_> {
                     &section,
                     "jobs",
                     "postgres_physical",
-                    &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS],
+                    &[JOB_COMMON_KEYS, JOB_POSTGRES_KEYS, JOB_PHYSICAL_KEYS],
                 );
                 self.postgres(&section, true)
                     .map(SourceConfig::PostgresPhysical)
@@ -1384,6 +1384,7 @@ impl Validator<'_> {
             databases: databases?,
             password: password?,
             pg_bin_dir: pg_bin_dir?,
+            fast_checkpoint: raw.fast_checkpoint.as_ref().is_some_and(|b| *b.get_ref()),
         })
     }
 

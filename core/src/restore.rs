@@ -80,6 +80,9 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Extracting an archive failed or was refused (an entry escaping the target, a malformed archive).
+    #[error("{0}")]
+    Extract(String),
     /// Internal task failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -505,14 +508,20 @@ pub async fn restore_to_dir<S: ReadStore>(
         .map_err(|e| RestoreError::Internal(e.to_string()))?;
     let decode = decoded?;
     let extract = extracted
-        .map_err(|e| RestoreError::Usage(format!("extracting into {}: {e}", dest.display())))?;
+        .map_err(|e| RestoreError::Extract(format!("extracting into {}: {e}", dest.display())))?;
     let mut mismatches = Vec::new();
     let mut expected = catalog.files;
     if manifest.source.kind == "postgres_physical" {
         // pg_basebackup's own list of every file with its SHA-256 travels inside the archive.
-        match std::fs::read(dest.join("backup_manifest"))
-            .map_err(|e| e.to_string())
-            .and_then(|json| crate::verify::backup_manifest_files(&json))
+        // The archive made `backup_manifest`: read it only if it is a plain file (never through a symlink).
+        let path = dest.join("backup_manifest");
+        let plain = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+        match (if plain {
+            std::fs::read(&path).map_err(|e| e.to_string())
+        } else {
+            Err("missing, or not a plain file".to_owned())
+        })
+        .and_then(|json| crate::verify::backup_manifest_files(&json))
         {
             Ok(files) => expected = files,
             Err(e) => mismatches.push(format!("backup_manifest: {e}")),

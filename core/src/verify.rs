@@ -50,7 +50,9 @@ pub async fn verify_snapshot<S: ReadStore>(
         ),
         Err(e) => check("manifest: one version".into(), false, e.to_string()),
     });
-    // A volume's per-file digests live in the (encrypted) catalog: read it first when decrypting.
+    // A physical backup's per-file digests are pg_basebackup's backup_manifest inside the archive; a volume's
+    // live in the (encrypted) catalog, read first when decrypting.
+    let physical = manifest.source.kind == "postgres_physical";
     let files = match decode {
         Some(d) if manifest.objects.iter().any(|o| o.kind == ObjectKind::Tar) => {
             crate::restore::read_catalog(store, manifest, d.identities.clone())
@@ -70,7 +72,9 @@ pub async fn verify_snapshot<S: ReadStore>(
         checks.push(lock_check(store, entry, now).await);
         match decode {
             None => checks.push(stored_sha256(store, entry).await),
-            Some(d) => checks.extend(decode_checks(store, entry, d, files.as_deref()).await),
+            Some(d) => {
+                checks.extend(decode_checks(store, entry, d, files.as_deref(), physical).await)
+            }
         }
     }
     checks
@@ -220,6 +224,7 @@ async fn decode_checks<S: ReadStore>(
     entry: &ObjectEntry,
     d: &DecodeChecks,
     files: Option<&[CatalogFile]>,
+    physical: bool,
 ) -> Vec<CheckResult> {
     let decrypt_name = format!("{}: decrypts, payload SHA-256", entry.name);
     let format_name = format!("{}: format", entry.name);
@@ -232,7 +237,7 @@ async fn decode_checks<S: ReadStore>(
         ObjectKind::Catalog => decode_small(store, entry, ids)
             .await
             .map(|json| catalog_format(&json)),
-        ObjectKind::Tar => tar_files(store, entry, ids, files).await,
+        ObjectKind::Tar => tar_files(store, entry, ids, files, physical).await,
     };
     match result {
         Ok(format) => vec![
@@ -358,6 +363,7 @@ async fn tar_files<S: ReadStore>(
     entry: &ObjectEntry,
     identities: Identities,
     expected: Option<&[CatalogFile]>,
+    physical: bool,
 ) -> Result<Result<String, String>, DecodeFailure> {
     let (reader, writer) =
         std::io::pipe().map_err(|e| DecodeFailure::Other(format!("creating a pipe: {e}")))?;
@@ -387,7 +393,13 @@ async fn tar_files<S: ReadStore>(
     };
     let found = contents.files;
     // A physical backup carries its own per-file SHA-256 list: pg_basebackup's backup_manifest.
-    if let Some(json) = &contents.backup_manifest {
+    if physical {
+        let Some(json) = &contents.backup_manifest else {
+            return Ok(Err(
+                "the archive has no backup_manifest: not a pg_basebackup of PostgreSQL 13 or newer"
+                    .into(),
+            ));
+        };
         return Ok(match backup_manifest_files(json) {
             Err(e) => Err(e),
             Ok(listed) => compare_files(&listed, &found, |path| {

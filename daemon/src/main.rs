@@ -2,7 +2,7 @@
 //! The work is in the `lifeboat_daemon` library and `lifeboat-core`.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeboat_daemon::{check, runner, service, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use lifeboat_daemon::{check, runner, service, worker, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,7 +113,8 @@ async fn run(args: Args) -> i32 {
             });
             let mut code = EXIT_OK;
             for name in &jobs {
-                match runner::run_job(&config, name, cancel.clone()).await {
+                let timeout = config.jobs.get(name).and_then(|j| j.run.timeout);
+                match worker::one_attempt(&config, name, timeout, &cancel).await {
                     Ok(report) => println!("{}", report.snapshot.id),
                     Err(e) => {
                         eprintln!("lifeboatd: job {name}: {e}");

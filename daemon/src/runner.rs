@@ -26,6 +26,9 @@ pub enum JobError {
     /// The job's `before` hook failed, so the source was not read (exit code 1).
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// The attempt ran past the job's `timeout` and was cancelled (exit code 1).
+    #[error("timed out after {}s (the job's timeout) and was cancelled: no manifest was written", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 impl From<BackupError> for JobError {
@@ -39,7 +42,7 @@ impl JobError {
     pub fn exit_code(&self) -> i32 {
         match self {
             JobError::Config(_) => crate::EXIT_USAGE,
-            JobError::Backup(_) | JobError::Hook(_) => crate::EXIT_FAILED,
+            JobError::Backup(_) | JobError::Hook(_) | JobError::TimedOut(_) => crate::EXIT_FAILED,
         }
     }
 }

@@ -61,7 +61,7 @@ async fn attempts(
                 metrics.snapshot_complete(&report.manifest);
                 return RunResult::success;
             }
-            Err(()) => {
+            Err(_) => {
                 metrics.attempt_failed(job);
                 if stops.cancel.is_cancelled() {
                     return RunResult::failure;
@@ -73,21 +73,22 @@ async fn attempts(
     RunResult::failure
 }
 
-/// One attempt, cancelled at `timeout`; errors are already logged by the runner.
-async fn one_attempt(
+/// One attempt, cancelled at `timeout`: the cancelled backup still cleans up (aborts its uploads, reaps its
+/// children) before this returns. Errors are already logged by the runner.
+pub async fn one_attempt(
     config: &Config,
     job: &str,
     timeout: Option<Duration>,
     shutdown: &CancellationToken,
-) -> Result<lifeboat_core::backup::BackupReport, ()> {
+) -> Result<lifeboat_core::backup::BackupReport, runner::JobError> {
     let token = shutdown.child_token();
     let run = runner::run_job(config, job, token.clone());
     tokio::pin!(run);
     let Some(limit) = timeout else {
-        return run.await.map_err(|_| ());
+        return run.await;
     };
     tokio::select! {
-        result = &mut run => result.map_err(|_| ()),
+        result = &mut run => result,
         () = tokio::time::sleep(limit) => {
             tracing::error!(job = %job, timeout_s = limit.as_secs_f64(), "Backup attempt timed out; cancelling it (no manifest, uploads aborted, child processes killed).");
             token.cancel();
@@ -98,7 +99,7 @@ async fn one_attempt(
                     tracing::warn!(job = %job, snapshot = %report.snapshot.id, "The attempt completed while being cancelled for its timeout; its snapshot is complete.");
                     Ok(report)
                 }
-                Err(_) => Err(()),
+                Err(_) => Err(runner::JobError::TimedOut(limit)),
             }
         }
     }

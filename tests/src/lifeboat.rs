@@ -1,5 +1,5 @@
 //! Running the real `lifeboatd` and `lifeboat` binaries from tests: locating them, throw-away age keys,
-//! and config files written per test (fs or S3 store, PostgreSQL job).
+//! and config files written per test (fs or S3 store, PostgreSQL or volume job).
 
 use crate::postgres::run;
 use crate::s3::S3Tier;
@@ -140,6 +140,23 @@ pub fn pg_job_toml(name: &str, store: &str, url: &str, databases: &[&str], extra
     };
     format!(
         "[jobs.{name}]\nkind = \"postgres\"\nurl = \"{url}\"\ndatabases = [{dbs}]\n{schedule}store = \"{store}\"\n{extra}"
+    )
+}
+
+/// A `[jobs.NAME]` table for a volume job backing up `path`; `extra` lines are appended verbatim (a `schedule` line
+/// there replaces the default `0 3 * * *`).
+pub fn volume_job_toml(name: &str, store: &str, path: &Path, extra: &str) -> String {
+    let schedule = if extra
+        .lines()
+        .any(|l| l.trim_start().starts_with("schedule"))
+    {
+        ""
+    } else {
+        "schedule = \"0 3 * * *\"\n"
+    };
+    format!(
+        "[jobs.{name}]\nkind = \"volume\"\npath = {:?}\n{schedule}store = \"{store}\"\n{extra}",
+        path.display().to_string()
     )
 }
 

@@ -72,6 +72,8 @@ pub struct PgCluster {
     as_postgres_user: bool,
     running: bool,
     watchdog: Option<(Child, ChildStdin)>,
+    /// `wal_level=replica` with WAL senders (for `pg_basebackup`).
+    replicable: bool,
 }
 
 impl std::fmt::Debug for PgCluster {
@@ -88,6 +90,15 @@ impl PgCluster {
     /// Creates a fresh cluster (UTF8, `C.UTF-8` locale or `C`, trust auth, superuser
     /// `postgres`) and starts it on a free port of 127.0.0.1 with its socket in its own dir.
     pub fn start() -> Result<PgCluster> {
+        Self::start_with(false)
+    }
+
+    /// Like [`PgCluster::start`], with `wal_level=replica` and WAL senders, so `pg_basebackup` works.
+    pub fn start_replicable() -> Result<PgCluster> {
+        Self::start_with(true)
+    }
+
+    fn start_with(replicable: bool) -> Result<PgCluster> {
         let bin_dir = bin_dir()?;
         let as_postgres_user = running_as_root();
         let dir = tempfile::Builder::new()
@@ -105,6 +116,7 @@ impl PgCluster {
             as_postgres_user,
             running: false,
             watchdog: None,
+            replicable,
         };
         cluster.init_data_dir()?;
         cluster.watchdog = cluster.spawn_watchdog().ok();
@@ -335,6 +347,9 @@ impl PgCluster {
         for setting in SERVER_SETTINGS {
             opts.push_str(" -c ");
             opts.push_str(setting);
+        }
+        if self.replicable {
+            opts.push_str(" -c wal_level=replica -c max_wal_senders=4");
         }
         let data = self.data_dir();
         let log = self.log_path();

@@ -17,6 +17,7 @@ pub const CLUSTER_OBJECT: &str = "cluster.tar";
 pub struct PhysicalSource {
     inner: PostgresSource,
     databases: Vec<String>,
+    fast_checkpoint: bool,
 }
 
 impl PhysicalSource {
@@ -29,6 +30,7 @@ impl PhysicalSource {
         Ok(PhysicalSource {
             inner: PostgresSource::new(job_name, job, search_dirs)?,
             databases: Vec::new(),
+            fast_checkpoint: job.fast_checkpoint,
         })
     }
 }
@@ -146,7 +148,12 @@ impl Source for PhysicalSource {
             .arg("--pgdata=-")
             .arg("--wal-method=fetch")
             .arg("--manifest-checksums=SHA256")
-            .arg("--label=lifeboat");
+            .arg("--label=lifeboat")
+            .arg(if self.fast_checkpoint {
+                "--checkpoint=fast"
+            } else {
+                "--checkpoint=spread"
+            });
         let (child, stdout) = ChildStream::spawn(cmd, "pg_basebackup")?;
         let finish = Box::pin(async move {
             child.finish().await?;
