@@ -73,6 +73,13 @@ pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
     "before",
     "after",
     "hook_timeout",
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_min",
 ];
 /// Keys only `kind = "postgres"` jobs accept.
 pub(crate) const JOB_POSTGRES_KEYS: &[&str] = &[
@@ -176,6 +183,13 @@ pub(crate) struct RawJob {
     pub before: Option<Spanned<Vec<Spanned<String>>>>,
     pub after: Option<Spanned<Vec<Spanned<String>>>>,
     pub hook_timeout: Option<Spanned<String>>,
+    pub keep_last: Option<Spanned<i64>>,
+    pub keep_hourly: Option<Spanned<i64>>,
+    pub keep_daily: Option<Spanned<i64>>,
+    pub keep_weekly: Option<Spanned<i64>>,
+    pub keep_monthly: Option<Spanned<i64>>,
+    pub keep_yearly: Option<Spanned<i64>>,
+    pub keep_min: Option<Spanned<i64>>,
     // postgres
     pub url: Option<Spanned<String>>,
     pub databases: Option<Spanned<OneOrMany>>,

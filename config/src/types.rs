@@ -230,6 +230,8 @@ pub struct JobConfig {
     pub drill: JobDrill,
     /// Commands run around each attempt (keys `before`, `after`, `hook_timeout`).
     pub hooks: Hooks,
+    /// Which snapshots `lifeboat prune` keeps (keys `keep_*`).
+    pub retention: Retention,
     /// What the job backs up (key `kind` plus the kind's keys).
     pub source: SourceConfig,
 }
@@ -272,6 +274,53 @@ impl Default for Hooks {
 }
 
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// A job's retention policy for `lifeboat prune`: restic's `forget` rules, plus a floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The N newest snapshots (key `keep_last`).
+    pub last: u32,
+    /// The newest snapshot of each of the last N hours that have one (key `keep_hourly`).
+    pub hourly: u32,
+    /// Likewise per day (key `keep_daily`).
+    pub daily: u32,
+    /// Likewise per ISO week (key `keep_weekly`).
+    pub weekly: u32,
+    /// Likewise per month (key `keep_monthly`).
+    pub monthly: u32,
+    /// Likewise per year (key `keep_yearly`).
+    pub yearly: u32,
+    /// Whatever the rules say, the newest `min` snapshots are kept (key `keep_min`, default 3, at least 1).
+    pub min: u32,
+}
+
+impl Retention {
+    /// No `keep_*` rule is set: prune keeps everything of the job.
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            last: 0,
+            hourly: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+            min: DEFAULT_KEEP_MIN,
+        }
+    }
+}
+
+pub(crate) const DEFAULT_KEEP_MIN: u32 = 3;
 
 /// A job's `[jobs.NAME.drill]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,9 +18,10 @@ use crate::raw::{
 };
 use crate::types::{
     CompressionConfig, Config, DaemonConfig, Databases, DrillConfig, EncryptionConfig, FsConfig,
-    Hooks, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, RunPolicy, S3Config, Schedule,
-    SecretRef, SourceConfig, StoreConfig, StoreKind, VolumeJob, DEFAULT_COMPRESSION_LEVEL,
-    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
+    Hooks, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob, Retention, RunPolicy, S3Config,
+    Schedule, SecretRef, SourceConfig, StoreConfig, StoreKind, VolumeJob,
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS_IN_FLIGHT,
+    MAX_PART_SIZE, MIN_PART_SIZE,
 };
 use crate::values::{
     check_bucket, check_endpoint, human_size, inspect_pg_url, normalise_prefix, parse_recipient,
@@ -940,6 +941,7 @@ impl Validator<'_> {
         let compression = self.compression(&section);
         let run = self.run_policy(&section);
         let hooks = self.hooks(&section);
+        let retention = self.retention(&section);
         let source = match (kind_ok, kind_name.as_deref()) {
             (true, Some("volume")) => {
                 self.reject_keys_of_other_kinds(
@@ -1002,8 +1004,35 @@ impl Validator<'_> {
             run: run?,
             drill: drill?,
             hooks: hooks?,
+            retention: retention?,
             source: source?,
         })
+    }
+
+    /// `keep_*`: counts of 0 to 100,000 (`keep_min` at least 1).
+    fn retention(&mut self, section: &Section<RawJob>) -> Option<Retention> {
+        let raw = &section.raw;
+        let mut r = Retention::default();
+        let mut ok = true;
+        for (key, value, slot, min) in [
+            ("keep_last", &raw.keep_last, &mut r.last, 0),
+            ("keep_hourly", &raw.keep_hourly, &mut r.hourly, 0),
+            ("keep_daily", &raw.keep_daily, &mut r.daily, 0),
+            ("keep_weekly", &raw.keep_weekly, &mut r.weekly, 0),
+            ("keep_monthly", &raw.keep_monthly, &mut r.monthly, 0),
+            ("keep_yearly", &raw.keep_yearly, &mut r.yearly, 0),
+            ("keep_min", &raw.keep_min, &mut r.min, 1),
+        ] {
+            let Some(v) = value else { continue };
+            match self
+                .int_in_range(section.key(key), v, min, 100_000)
+                .and_then(|n| u32::try_from(n).ok())
+            {
+                Some(n) => *slot = n,
+                None => ok = false,
+            }
+        }
+        ok.then_some(r)
     }
 
     /// `before`, `after`, `hook_timeout`: each hook one command as an argument list, run without a shell.

@@ -57,6 +57,11 @@ enum Command {
         after_help = "Examples:\n  lifeboat drill --identity key.txt\n  lifeboat drill --job main-db --identity key.txt --textfile /var/lib/prometheus/node-exporter/lifeboat-drill.prom\n\nChecks: the restore succeeds, every table of the catalog exists with the exact row count taken at dump\ntime, and the job's [jobs.NAME.drill] checks hold. Exit 0 only if every drilled job passed."
     )]
     Drill(cmd::drill::DrillArgs),
+    /// Delete the snapshots a job's keep_* policy no longer keeps, once their locks have expired (admin credentials).
+    #[command(
+        after_help = "Examples:\n  lifeboat --config admin.toml prune --dry-run\n  lifeboat --config admin.toml prune --job main-db --json\n\nNever deletes a snapshot whose lock is in force, the newest one, or the newest keep_min (default 3).\nA snapshot's manifest is deleted first, so an interrupted prune never leaves a listed snapshot behind\nthat cannot be restored."
+    )]
+    Prune(cmd::prune::PruneArgs),
     /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
     #[command(
         after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
             Command::Restore(a) => cmd::restore::run(&args.config, a).await,
             Command::Verify(a) => cmd::verify::run(&args.config, a).await,
             Command::Drill(a) => cmd::drill::run(&args.config, a).await,
+            Command::Prune(a) => cmd::prune::run(&args.config, a).await,
             Command::Keygen(a) => cmd::keygen::run(a),
         }
     });

@@ -13,6 +13,7 @@ mod failures;
 mod large;
 mod pgpass;
 mod physical;
+mod prune;
 mod store_suite;
 mod systemd_unit;
 mod tls;

@@ -118,6 +118,12 @@ impl WriteStore for AnyStore {
 }
 
 impl AdminStore for AnyStore {
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        dispatch!(self, s => s.list_versions(prefix).await)
+    }
     async fn delete_version(&self, key: &str, version_id: Option<&str>) -> Result<(), StoreError> {
         dispatch!(self, s => s.delete_version(key, version_id).await)
     }

@@ -345,6 +345,18 @@ impl WriteStore for FsStore {
 }
 
 impl AdminStore for FsStore {
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, None))
+            .collect())
+    }
+
     async fn delete_version(&self, key: &str, _version_id: Option<&str>) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         if let Some(lock) = self.read_lock(key).await {

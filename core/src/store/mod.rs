@@ -245,6 +245,13 @@ pub trait WriteStore: ReadStore {
 
 /// Admin access: prune and bucket set-up. Never used by the daemon.
 pub trait AdminStore: WriteStore {
+    /// Every version (and delete marker) of every object under `prefix`: (key, version id). A store without
+    /// versions reports each object once with `None`.
+    fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Option<String>)>, StoreError>> + Send;
+
     /// Deletes one version of an object; the store refuses while it is locked.
     fn delete_version(
         &self,

@@ -739,6 +739,50 @@ impl WriteStore for S3Store {
 }
 
 impl AdminStore for S3Store {
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let full = self.full_key(prefix);
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("ListObjectVersions", prefix, render(&e)))?;
+            let relative = |k: Option<&str>| {
+                k.and_then(|k| k.strip_prefix(&self.prefix))
+                    .map(str::to_owned)
+            };
+            for v in page.versions() {
+                if let Some(key) = relative(v.key()) {
+                    out.push((key, real_version(v.version_id())));
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(key) = relative(m.key()) {
+                    out.push((key, real_version(m.version_id())));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn delete_version(&self, key: &str, version_id: Option<&str>) -> Result<(), StoreError> {
         #[allow(clippy::disallowed_methods)] // AdminStore is the one place allowed to delete.
         let request = self.client.delete_object();

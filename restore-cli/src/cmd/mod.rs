@@ -3,6 +3,7 @@
 
 pub mod drill;
 pub mod keygen;
+pub mod prune;
 pub mod report;
 pub mod restore;
 pub mod snapshots;

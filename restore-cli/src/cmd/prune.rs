@@ -1,0 +1,170 @@
+//! `lifeboat prune`: deletes the snapshots a job's `keep_*` policy no longer keeps, once their locks have expired.
+//! Needs admin credentials for the store; `--dry-run` only reports. The daemon never prunes.
+
+use super::{load_config, open_store, CliError};
+use chrono::Utc;
+use lifeboat_config::JobConfig;
+use lifeboat_core::prune::{plan, remove_snapshot};
+use lifeboat_core::retention::{KeepReason, RetentionPolicy};
+use serde::Serialize;
+use std::path::Path;
+
+/// Arguments of `lifeboat prune`.
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Only this job (default: every job).
+    #[arg(long)]
+    job: Option<String>,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    job: String,
+    snapshot: String,
+    keep: bool,
+    reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_versions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn policy_of(job: &JobConfig) -> RetentionPolicy {
+    let r = &job.retention;
+    RetentionPolicy {
+        keep_last: r.last,
+        keep_hourly: r.hourly,
+        keep_daily: r.daily,
+        keep_weekly: r.weekly,
+        keep_monthly: r.monthly,
+        keep_yearly: r.yearly,
+    }
+}
+
+fn reason_name(r: &KeepReason) -> &'static str {
+    match r {
+        KeepReason::Last => "last",
+        KeepReason::Hourly => "hourly",
+        KeepReason::Daily => "daily",
+        KeepReason::Weekly => "weekly",
+        KeepReason::Monthly => "monthly",
+        KeepReason::Yearly => "yearly",
+        KeepReason::NewestComplete => "newest",
+        KeepReason::NoPolicy => "no keep_* policy",
+        KeepReason::StillLocked => "still locked",
+        KeepReason::MinimumKept => "keep_min",
+    }
+}
+
+/// Runs the command.
+pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
+    let config = load_config(config_path)?;
+    let jobs: Vec<&JobConfig> = match &args.job {
+        Some(name) => vec![config.jobs.get(name).ok_or_else(|| {
+            CliError::Usage(format!(
+                "no job named {name:?} in {}; jobs: {}",
+                config.origin,
+                config.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?],
+        None => config.jobs.values().collect(),
+    };
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for job in jobs {
+        let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
+            CliError::Usage(format!(
+                "job {} names an unknown store {}",
+                job.name, job.store
+            ))
+        })?;
+        let store = open_store(store_cfg).await?;
+        let policy = policy_of(job);
+        let min_keep = usize::try_from(job.retention.min).unwrap_or(usize::MAX);
+        let decided = plan(
+            &store,
+            &job.name,
+            &policy,
+            job.schedule.timezone,
+            min_keep,
+            now,
+        )
+        .await
+        .map_err(|e| CliError::Failed(format!("job {}: {e}", job.name)))?;
+        for problem in &decided.unreadable {
+            eprintln!(
+                "lifeboat: job {}: kept, manifest unreadable: {problem}",
+                job.name
+            );
+        }
+        for d in decided.decisions {
+            let mut row = Row {
+                job: job.name.clone(),
+                snapshot: d.item.snapshot.id.to_string(),
+                keep: d.keep,
+                reasons: d
+                    .reasons
+                    .iter()
+                    .map(|r| reason_name(r).to_owned())
+                    .collect(),
+                deleted_versions: None,
+                error: None,
+            };
+            if !d.keep && !args.dry_run {
+                match remove_snapshot(&store, &d.item.snapshot).await {
+                    Ok(n) => row.deleted_versions = Some(n),
+                    Err(e) => {
+                        failures.push(format!("{}: {e}", d.item.snapshot));
+                        row.error = Some(e.to_string());
+                    }
+                }
+            }
+            rows.push(row);
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        for r in &rows {
+            let action = match (r.keep, args.dry_run, &r.error) {
+                (true, _, _) => "keep  ",
+                (false, true, _) => "would delete",
+                (false, false, None) => "deleted",
+                (false, false, Some(_)) => "FAILED",
+            };
+            println!(
+                "{action} {}/{} {}{}",
+                r.job,
+                r.snapshot,
+                if r.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!("({})", r.reasons.join(", "))
+                },
+                r.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "{} snapshots could not be deleted (their manifests may already be gone, so they are no longer listed; run prune again): {}",
+            failures.len(),
+            failures.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,189 @@
+//! `lifeboat prune`: GFS retention over a synthetic history, never deleting locked snapshots or the newest, and
+//! an interrupted prune never leaving a listed snapshot that cannot be restored.
+
+use crate::common::{backup, small_source, workspace};
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use lifeboat_core::snapshot::{Manifest, SnapshotId};
+use lifeboat_tests::lifeboat::{fs_store_toml, lifeboat, pg_job_toml, write_config};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Copies a real snapshot's directory under `count` new ids, one every 6 hours back from `newest`, with locks that
+/// have already expired (the fs store keeps its emulated locks in `.lifeboat-locks/`, which are not copied).
+fn synthetic_history(
+    store: &Path,
+    job: &str,
+    template: &str,
+    newest: DateTime<Utc>,
+    count: usize,
+) -> Vec<String> {
+    let src = store.join("snapshots").join(job).join(template);
+    let manifest = Manifest::from_json(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let at = newest - ChronoDuration::hours(6 * i as i64);
+        let id = SnapshotId::new(at);
+        let dst = store.join("snapshots").join(job).join(id.as_str());
+        std::fs::create_dir_all(&dst).unwrap();
+        let mut m = manifest.clone();
+        m.snapshot_id = id.clone();
+        m.started_at = at;
+        m.finished_at = at + ChronoDuration::seconds(5);
+        for o in &mut m.objects {
+            o.key = o.key.replace(template, id.as_str());
+            o.lock.retain_until = Some(at + ChronoDuration::seconds(1));
+            std::fs::copy(
+                src.join(format!("{}.zst.age", o.name)),
+                dst.join(format!("{}.zst.age", o.name)),
+            )
+            .unwrap();
+        }
+        std::fs::write(dst.join("manifest.json"), m.to_json()).unwrap();
+        ids.push(id.to_string());
+    }
+    ids
+}
+
+fn listed(config: &Path) -> BTreeSet<String> {
+    let out = lifeboat(config, &["snapshots", "--json"]);
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn prune_keeps_what_the_gfs_policy_keeps_and_never_a_locked_or_the_newest_snapshot() {
+    let pg = small_source("app", 100);
+    let (dir, k) = workspace();
+    let store = dir.path().join("store");
+    let config = write_config(
+        dir.path(),
+        &k.recipient,
+        &[
+            fs_store_toml("local", &store),
+            pg_job_toml("app", "local", &pg.url("app"), &["app"], "keep_last = 3\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 6\nkeep_yearly = 2\n"),
+        ],
+    );
+    // One real (locked, 1 day) snapshot, then 400 synthetic ones with expired locks, older than it.
+    let real = backup(&config, "app");
+    let newest = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
+    let synthetic = synthetic_history(&store, "app", &real, newest, 400);
+    assert_eq!(listed(&config).len(), 401);
+
+    let dry = lifeboat(&config, &["prune", "--dry-run", "--json"]);
+    dry.expect_code(0);
+    let rows: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 401);
+    let kept: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r["keep"] == true)
+        .map(|r| r["snapshot"].as_str().unwrap().to_owned())
+        .collect();
+    // The real snapshot is the newest and still locked.
+    let real_row = rows
+        .iter()
+        .find(|r| r["snapshot"] == real.as_str())
+        .unwrap();
+    assert_eq!(real_row["keep"], true);
+    // 3 last + 7 daily + 4 weekly + 6 monthly + 2 yearly over one history, counted once: far fewer than 401, and
+    // every rule represented.
+    assert!(
+        kept.len() >= 10 && kept.len() <= 22,
+        "{} kept: {kept:?}",
+        kept.len()
+    );
+    for reason in ["last", "daily", "weekly", "monthly", "yearly"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["reasons"].as_array().unwrap().iter().any(|x| x == reason)),
+            "no snapshot kept as {reason}"
+        );
+    }
+    // Dry run deleted nothing.
+    assert_eq!(listed(&config).len(), 401);
+
+    let out = lifeboat(&config, &["prune", "--json"]);
+    out.expect_code(0);
+    assert_eq!(listed(&config), kept, "exactly the kept snapshots remain");
+    for id in synthetic.iter().filter(|id| !kept.contains(*id)) {
+        assert!(
+            !store
+                .join("snapshots/app")
+                .join(id)
+                .join("app.dump.zst.age")
+                .exists(),
+            "{id} objects left"
+        );
+    }
+    // What remains restores: verify the real one and the oldest kept synthetic one.
+    lifeboat(
+        &config,
+        &[
+            "verify",
+            &format!("app/{real}"),
+            "--identity",
+            k.identity_file.to_str().unwrap(),
+            "--no-record",
+        ],
+    )
+    .expect_code(0);
+    let oldest = kept.iter().next().unwrap();
+    lifeboat(
+        &config,
+        &[
+            "restore",
+            &format!("app/{oldest}"),
+            "--identity",
+            k.identity_file.to_str().unwrap(),
+            "--to-file",
+            dir.path().join("old.dump").to_str().unwrap(),
+        ],
+    )
+    .expect_code(0);
+
+    // A second prune changes nothing.
+    lifeboat(&config, &["prune"]).expect_code(0);
+    assert_eq!(listed(&config), kept);
+}
+
+#[test]
+fn prune_without_a_policy_keeps_everything_and_locked_snapshots_are_never_deleted() {
+    let pg = small_source("app", 100);
+    let (dir, k) = workspace();
+    let store = dir.path().join("store");
+    let config = write_config(
+        dir.path(),
+        &k.recipient,
+        &[
+            fs_store_toml("local", &store),
+            pg_job_toml("app", "local", &pg.url("app"), &["app"], ""),
+        ],
+    );
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            backup(&config, "app")
+        })
+        .collect();
+    let out = lifeboat(&config, &["prune"]);
+    out.expect_code(0);
+    assert_eq!(listed(&config).len(), 4, "no keep_* rule: everything stays");
+    // With a keep_last 1 policy the three older ones are dropped by the rules, but they are locked for a day.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "store = \"local\"\n",
+        "store = \"local\"\nkeep_last = 1\nkeep_min = 1\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = lifeboat(&config, &["prune", "--json"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("still locked"), "{}", out.stdout);
+    assert_eq!(
+        listed(&config),
+        ids.iter().cloned().collect::<BTreeSet<_>>()
+    );
+}
