@@ -81,9 +81,23 @@ pub async fn remove_snapshot<S: AdminStore>(
     let (manifest, rest): (Vec<_>, Vec<_>) =
         versions.into_iter().partition(|(k, _)| *k == manifest_key);
     let mut deleted = 0;
-    for (key, version) in manifest.iter().chain(rest.iter()) {
+    // If the manifest cannot go, nothing else may: the snapshot stays whole and listed.
+    for (key, version) in &manifest {
         store.delete_version(key, version.as_deref()).await?;
         deleted += 1;
     }
-    Ok(deleted)
+    // The snapshot is no longer listed; remove as much of the rest as the store allows, then report.
+    let mut first_error = None;
+    for (key, version) in &rest {
+        match store.delete_version(key, version.as_deref()).await {
+            Ok(()) => deleted += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(deleted),
+        Some(e) => Err(e),
+    }
 }
