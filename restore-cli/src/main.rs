@@ -67,6 +67,11 @@ enum Command {
         after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
     )]
     Keygen(cmd::keygen::KeygenArgs),
+    /// Set up a store's bucket (admin credentials): `store init STORE` creates or checks it and prints policies.
+    #[command(
+        after_help = "Examples:\n  lifeboat --config admin.toml store init offsite --write-policies ./policies\n  lifeboat --config admin.toml store init offsite --json"
+    )]
+    Store(cmd::store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
             Command::Drill(a) => cmd::drill::run(&args.config, a).await,
             Command::Prune(a) => cmd::prune::run(&args.config, a).await,
             Command::Keygen(a) => cmd::keygen::run(a),
+            Command::Store(a) => cmd::store::run(&args.config, a).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 mod any;
 mod fs;
 mod s3;
+pub mod setup;
 
 pub use any::AnyStore;
 pub use fs::FsStore;

@@ -7,6 +7,7 @@ pub mod prune;
 pub mod report;
 pub mod restore;
 pub mod snapshots;
+pub mod store;
 pub mod verify;
 
 use lifeboat_config::{Config, StoreConfig};
