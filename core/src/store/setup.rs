@@ -438,8 +438,9 @@ fn describe_retention(d: Option<&DefaultRetention>) -> String {
         None => "none".to_owned(),
         Some(d) => match (d.days(), d.years()) {
             (Some(days), _) => format!(
-                "{} {days} days",
-                d.mode().map(|m| m.as_str()).unwrap_or("?")
+                "{} {days} day{}",
+                d.mode().map(|m| m.as_str()).unwrap_or("?"),
+                if days == 1 { "" } else { "s" }
             ),
             (None, Some(years)) => format!(
                 "{} {years} years",
@@ -465,7 +466,11 @@ async fn ensure_default_retention(
     let have = current
         .and_then(|c| c.rule())
         .and_then(|r| r.default_retention());
-    let wanted_text = format!("{} {days} days", mode_name(mode));
+    let wanted_text = format!(
+        "{} {days} day{}",
+        mode_name(mode),
+        if days == 1 { "" } else { "s" }
+    );
     if let Some(h) = have {
         if h.mode() == Some(&wanted_mode) && h.days() == Some(days) && h.years().is_none() {
             return Step::new(
