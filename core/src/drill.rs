@@ -318,14 +318,8 @@ async fn tables_present(catalog: &Catalog, restored: &Restored, checks: &mut Vec
         let mut missing = Vec::new();
         let mut changed = Vec::new();
         for table in &db.tables {
-            let sql = format!(
-                "SELECT count(*) FROM {}.{}",
-                quote_ident(&table.schema),
-                quote_ident(&table.name)
-            );
-            match client.query_one(&sql, &[]).await {
-                Ok(row) => {
-                    let count: i64 = row.get(0);
+            match restored_count(&client, table).await {
+                Ok(count) => {
                     if count != table.rows {
                         changed.push(format!(
                             "{}.{}: {} → {count}",
@@ -333,13 +327,7 @@ async fn tables_present(catalog: &Catalog, restored: &Restored, checks: &mut Vec
                         ));
                     }
                 }
-                Err(e) => missing.push(format!(
-                    "{}.{} ({})",
-                    table.schema,
-                    table.name,
-                    e.as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-                )),
+                Err(e) => missing.push(format!("{}.{} ({e})", table.schema, table.name)),
             }
         }
         if missing.is_empty() {
@@ -370,6 +358,29 @@ async fn tables_present(catalog: &Catalog, restored: &Restored, checks: &mut Vec
             ));
         }
     }
+}
+
+/// `count(*)` of a catalog table in a restored database, or the server's message.
+async fn restored_count(
+    client: &tokio_postgres::Client,
+    table: &crate::snapshot::CatalogTable,
+) -> Result<i64, String> {
+    let sql = format!(
+        "SELECT count(*) FROM {}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&table.name)
+    );
+    client
+        .query_one(&sql, &[])
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| db_message(&e))
+}
+
+/// The server's message of a query error, else the driver's.
+fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
 }
 
 fn manifest_dumps(manifest: &Manifest) -> usize {
@@ -482,15 +493,8 @@ async fn row_counts(catalog: &Catalog, restored: &Restored, checks: &mut Vec<Che
         let mut problems = Vec::new();
         let mut rows_total: i64 = 0;
         for table in &db.tables {
-            let qualified = format!(
-                "{}.{}",
-                quote_ident(&table.schema),
-                quote_ident(&table.name)
-            );
-            let sql = format!("SELECT count(*) FROM {qualified}");
-            match client.query_one(&sql, &[]).await {
-                Ok(row) => {
-                    let count: i64 = row.get(0);
+            match restored_count(&client, table).await {
+                Ok(count) => {
                     rows_total += count;
                     if count != table.rows {
                         problems.push(format!(
@@ -500,11 +504,8 @@ async fn row_counts(catalog: &Catalog, restored: &Restored, checks: &mut Vec<Che
                     }
                 }
                 Err(e) => problems.push(format!(
-                    "table {}.{}: missing or unreadable after the restore ({})",
-                    table.schema,
-                    table.name,
-                    e.as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+                    "table {}.{}: missing or unreadable after the restore ({e})",
+                    table.schema, table.name
                 )),
             }
         }
@@ -549,11 +550,7 @@ async fn sql_checks(plan: &DrillPlan, restored: &Restored, checks: &mut Vec<Chec
     for sql in &plan.checks {
         let name = format!("check `{sql}`");
         let outcome = match client.query(sql.as_str(), &[]).await {
-            Err(e) => Err(format!(
-                "the query failed: {}",
-                e.as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-            )),
+            Err(e) => Err(format!("the query failed: {}", db_message(&e))),
             Ok(rows) => match rows.as_slice() {
                 [row] if row.len() == 1 => match row.try_get::<_, Option<bool>>(0) {
                     Ok(Some(true)) => Ok("true".to_owned()),
