@@ -17,10 +17,17 @@ pub(crate) const DAEMON_KEYS: &[&str] = &[
     "pg_bin_dirs",
     "shutdown_grace",
     "probe_interval",
+    "audit_interval",
 ];
 
 /// Keys every `[stores.NAME]` accepts, whatever its kind.
-pub(crate) const STORE_COMMON_KEYS: &[&str] = &["kind", "lock_mode", "retention", "prefix"];
+pub(crate) const STORE_COMMON_KEYS: &[&str] = &[
+    "kind",
+    "lock_mode",
+    "retention",
+    "prefix",
+    "require_immutable",
+];
 /// Keys only `kind = "s3"` stores accept.
 pub(crate) const STORE_S3_KEYS: &[&str] = &[
     "endpoint",
@@ -128,6 +135,7 @@ pub(crate) struct RawDaemon {
     pub pg_bin_dirs: Option<Spanned<Vec<Spanned<String>>>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub probe_interval: Option<Spanned<String>>,
+    pub audit_interval: Option<Spanned<String>>,
 }
 
 /// `[stores.NAME]`, all kinds flattened into one table; validation rejects keys of the wrong kind.
@@ -138,6 +146,7 @@ pub(crate) struct RawStore {
     pub lock_mode: Option<Spanned<String>>,
     pub retention: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
+    pub require_immutable: Option<Spanned<bool>>,
     // s3
     pub endpoint: Option<Spanned<String>>,
     pub bucket: Option<Spanned<String>>,

@@ -45,6 +45,9 @@ pub struct DaemonConfig {
     /// How often the daemon checks that every store is reachable (for `/readyz`) and re-reads the newest
     /// snapshots and verification records (for the metrics). Key `probe_interval`, default 5 min, at least 1 s.
     pub probe_interval: Duration,
+    /// How often the daemon runs the immutability preflight (`store audit`) against every store it writes to,
+    /// besides once at start-up. Key `audit_interval`, default 24 h, at least 1 min.
+    pub audit_interval: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -55,12 +58,14 @@ impl Default for DaemonConfig {
             pg_bin_dirs: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            audit_interval: DEFAULT_AUDIT_INTERVAL,
         }
     }
 }
 
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub(crate) const DEFAULT_LISTEN_PORT: u16 = 9187;
 pub(crate) const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
@@ -74,6 +79,10 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Object Lock settings (keys `lock_mode`, `retention`).
     pub lock: LockConfig,
+    /// Refuse to back up into this store unless its immutability preflight passes. Key `require_immutable`,
+    /// default `true` for an s3 store with a lock mode, `false` for an fs store or `lock_mode = "none"` (which
+    /// can never pass, so `true` there is a config error).
+    pub require_immutable: bool,
 }
 
 /// What kind of store a `[stores.NAME]` table describes.

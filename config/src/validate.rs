@@ -422,6 +422,17 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
+        if let Some(interval) = &raw.audit_interval {
+            match self.duration(
+                section.key("audit_interval"),
+                interval,
+                Duration::from_secs(60),
+                30 * ONE_DAY,
+            ) {
+                Some(d) => config.audit_interval = d,
+                None => ok = false,
+            }
+        }
         if let Some(dirs) = &raw.pg_bin_dirs {
             for (i, dir) in dirs.get_ref().iter().enumerate() {
                 match self.path(format!("{}[{i}]", section.key("pg_bin_dirs")), dir) {
@@ -496,10 +507,31 @@ impl Validator<'_> {
         if !name_ok {
             return None;
         }
+        let kind = kind?;
+        let lock = lock?;
+        let can_be_immutable = matches!(kind, StoreKind::S3(_)) && lock.mode != LockMode::None;
+        let require_immutable = match &raw.require_immutable {
+            None => can_be_immutable,
+            Some(r) if *r.get_ref() && !can_be_immutable => {
+                self.error(
+                    section.key("require_immutable"),
+                    r.span(),
+                    if lock.mode == LockMode::None {
+                        "require_immutable = true cannot hold with lock_mode = \"none\": nothing in this store is locked"
+                    } else {
+                        "require_immutable = true cannot hold for an fs store: any process that can write the directory can delete it"
+                    },
+                    Some("remove require_immutable (or set it to false), or use an s3 store with lock_mode = \"compliance\"".into()),
+                );
+                return None;
+            }
+            Some(r) => *r.get_ref(),
+        };
         Some(StoreConfig {
             name: named.name,
-            kind: kind?,
-            lock: lock?,
+            kind,
+            lock,
+            require_immutable,
         })
     }
 

@@ -1,18 +1,33 @@
-//! `lifeboatd check`: validates the config, reaches every store and source, and reports Object Lock status.
-//! Each probe is reported on its own line; the command fails if any probe fails.
+//! `lifeboatd check`: validates the config, reaches every store and source, and runs each store's immutability
+//! preflight. Each probe is reported on its own line; the command fails if any required probe fails.
 
 use crate::runner::prepare;
-use lifeboat_config::{Config, LockMode};
+use lifeboat_config::Config;
 use lifeboat_core::source::Source;
+use lifeboat_core::store::audit::audit;
 use lifeboat_core::store::{AnyStore, ReadStore};
+
+impl Probe {
+    fn new(what: String, ok: bool, detail: String) -> Self {
+        Self {
+            what,
+            ok,
+            warning: false,
+            detail,
+        }
+    }
+}
 
 /// The outcome of one probe.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Probe {
     /// What was checked, e.g. `store offsite: object lock`.
     pub what: String,
-    /// Passed?
+    /// Passed? (A warning passes.)
     pub ok: bool,
+    /// Passed only because it is not required (e.g. a store with `require_immutable = false`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     /// Details or the error.
     pub detail: String,
 }
@@ -22,68 +37,79 @@ pub async fn run_checks(config: &Config) -> Vec<Probe> {
     let mut probes = Vec::new();
     for (name, store_cfg) in &config.stores {
         match AnyStore::build(store_cfg).await {
-            Err(e) => probes.push(Probe {
-                what: format!("store {name}: credentials"),
-                ok: false,
-                detail: e.to_string(),
-            }),
+            Err(e) => probes.push(Probe::new(
+                format!("store {name}: credentials"),
+                false,
+                e.to_string(),
+            )),
             Ok(store) => {
                 match store.list("snapshots/").await {
-                    Ok(objects) => probes.push(Probe {
-                        what: format!("store {name}: reachable"),
-                        ok: true,
-                        detail: format!("{} snapshot objects listed", objects.len()),
-                    }),
-                    Err(e) => probes.push(Probe {
-                        what: format!("store {name}: reachable"),
-                        ok: false,
-                        detail: e.to_string(),
-                    }),
+                    Ok(objects) => probes.push(Probe::new(
+                        format!("store {name}: reachable"),
+                        true,
+                        format!("{} snapshot objects listed", objects.len()),
+                    )),
+                    Err(e) => probes.push(Probe::new(
+                        format!("store {name}: reachable"),
+                        false,
+                        e.to_string(),
+                    )),
                 }
-                match store.lock_status().await {
-                    Ok(status) => probes.push(Probe {
-                        what: format!("store {name}: object lock"),
-                        ok: status.enabled || store_cfg.lock.mode == LockMode::None,
-                        detail: if !status.enabled && store_cfg.lock.mode != LockMode::None {
-                            format!("{}; backups into this store will be refused until Object Lock is enabled (or lock_mode = \"none\")", status.detail)
-                        } else {
-                            status.detail
-                        },
-                    }),
-                    Err(e) => probes.push(Probe {
-                        what: format!("store {name}: object lock"),
-                        ok: false,
-                        detail: e.to_string(),
-                    }),
+                let report = audit(&store, store_cfg).await;
+                for p in &report.probes {
+                    let detail = match &p.fix {
+                        Some(fix) => format!("{}; fix: {fix}", p.detail),
+                        None => p.detail.clone(),
+                    };
+                    let what = format!("store {name}: immutability: {}", p.probe);
+                    if p.ok || store_cfg.require_immutable {
+                        probes.push(Probe::new(what, p.ok, detail));
+                    } else {
+                        probes.push(Probe {
+                            warning: true,
+                            ..Probe::new(
+                                what,
+                                true,
+                                format!("not required (require_immutable = false): {detail}"),
+                            )
+                        });
+                    }
                 }
             }
         }
     }
     for name in config.jobs.keys() {
         match prepare(config, name).await {
-            Err(e) => probes.push(Probe {
-                what: format!("job {name}: configuration"),
-                ok: false,
-                detail: e.to_string(),
-            }),
+            Err(e) => probes.push(Probe::new(
+                format!("job {name}: configuration"),
+                false,
+                e.to_string(),
+            )),
             Ok(mut job) => match job.source.prepare().await {
-                Ok(plan) => probes.push(Probe {
-                    what: format!("job {name}: source"),
-                    ok: true,
-                    detail: format!(
-                        "PostgreSQL {} at {}:{}, {} database(s), {}",
-                        plan.identity.server_version,
-                        plan.identity.host,
-                        plan.identity.port,
-                        plan.identity.databases.len(),
-                        plan.identity.tools.join(", ")
-                    ),
-                }),
-                Err(e) => probes.push(Probe {
-                    what: format!("job {name}: source"),
-                    ok: false,
-                    detail: e.to_string(),
-                }),
+                Ok(plan) => probes.push(Probe::new(
+                    format!("job {name}: source"),
+                    true,
+                    match &plan.identity.path {
+                        Some(path) => format!(
+                            "directory {path} on {}, {}",
+                            plan.identity.host,
+                            plan.identity.tools.join(", ")
+                        ),
+                        None => format!(
+                            "PostgreSQL {} at {}:{}, {} database(s), {}",
+                            plan.identity.server_version,
+                            plan.identity.host,
+                            plan.identity.port,
+                            plan.identity.databases.len(),
+                            plan.identity.tools.join(", ")
+                        ),
+                    },
+                )),
+                Err(e) => probes.push(Probe::new(
+                    format!("job {name}: source"),
+                    false,
+                    e.to_string(),
+                )),
             },
         }
     }

@@ -1,6 +1,7 @@
 //! `lifeboatd`'s library: the service (scheduler, metrics, HTTP endpoint), running jobs, and `check`.
 //! The binary in `main.rs` only parses arguments, sets up logging and maps errors to exit codes.
 
+pub mod audit;
 pub mod check;
 pub mod health;
 pub mod hooks;

@@ -112,9 +112,10 @@ async fn run(args: Args) -> i32 {
                 }
             });
             let mut code = EXIT_OK;
+            let audits = lifeboat_daemon::audit::Audits::new(None);
             for name in &jobs {
                 let timeout = config.jobs.get(name).and_then(|j| j.run.timeout);
-                match worker::one_attempt(&config, name, timeout, &cancel).await {
+                match worker::one_attempt(&config, name, timeout, &cancel, &audits).await {
                     Ok(report) => println!("{}", report.snapshot.id),
                     Err(e) => {
                         eprintln!("lifeboatd: job {name}: {e}");
@@ -135,7 +136,11 @@ async fn run(args: Args) -> i32 {
                 for p in &probes {
                     println!(
                         "{} {}: {}",
-                        if p.ok { "ok  " } else { "FAIL" },
+                        match (p.ok, p.warning) {
+                            (true, false) => "ok  ",
+                            (true, true) => "warn",
+                            (false, _) => "FAIL",
+                        },
                         p.what,
                         p.detail
                     );

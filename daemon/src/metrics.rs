@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use lifeboat_core::snapshot::Manifest;
+use lifeboat_core::store::audit::AuditReport;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,6 +34,12 @@ struct BytesLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    store: String,
+    probe: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +80,8 @@ pub struct Metrics {
     expected_interval: Family<JobLabels, FloatGauge>,
     store_up: Family<StoreLabels, Gauge>,
     store_immutable: Family<StoreLabels, Gauge>,
+    audit_probe_ok: Family<AuditLabels, Gauge>,
+    audit_time: Family<StoreLabels, FloatGauge>,
     verify_last_success: Family<JobLabels, FloatGauge>,
     drill_duration: Family<JobLabels, FloatGauge>,
     reload_ok: Gauge,
@@ -117,6 +126,8 @@ impl Metrics {
             expected_interval: Family::default(),
             store_up: Family::default(),
             store_immutable: Family::default(),
+            audit_probe_ok: Family::default(),
+            audit_time: Family::default(),
             verify_last_success: Family::default(),
             drill_duration: Family::default(),
             reload_ok: Gauge::default(),
@@ -175,8 +186,18 @@ impl Metrics {
         );
         registry.register(
             "lifeboat_store_immutable",
-            "1 if the store's bucket has Object Lock enabled for the configured lock mode at the last probe",
+            "1 if the store passed its last immutability audit (every probe of `lifeboat store audit`), 0 if not",
             m.store_immutable.clone(),
+        );
+        registry.register(
+            "lifeboat_store_audit_probe_ok",
+            "1 if this probe of the store's last immutability audit passed, 0 if it failed",
+            m.audit_probe_ok.clone(),
+        );
+        registry.register(
+            "lifeboat_store_audit_timestamp_seconds",
+            "When the store's last immutability audit ran",
+            m.audit_time.clone(),
         );
         registry.register(
             "lifeboat_verify_last_success_timestamp_seconds",
@@ -288,6 +309,13 @@ impl Metrics {
     pub fn store_removed(&self, name: &str) {
         self.store_up.remove(&store(name));
         self.store_immutable.remove(&store(name));
+        self.audit_time.remove(&store(name));
+        for probe in lifeboat_core::store::audit::probe::ALL {
+            self.audit_probe_ok.remove(&AuditLabels {
+                store: name.to_owned(),
+                probe: (*probe).to_owned(),
+            });
+        }
     }
 
     /// The next scheduled run (absent when the schedule never fires again).
@@ -372,12 +400,25 @@ impl Metrics {
     }
 
     /// A store probe's result.
-    pub fn store_probed(&self, name: &str, up: bool, immutable: Option<bool>) {
+    pub fn store_probed(&self, name: &str, up: bool) {
         self.store_up.get_or_create(&store(name)).set(i64::from(up));
-        if let Some(immutable) = immutable {
-            self.store_immutable
-                .get_or_create(&store(name))
-                .set(i64::from(immutable));
+    }
+
+    /// The result of a store's immutability audit.
+    pub fn store_audited(&self, report: &AuditReport) {
+        self.store_immutable
+            .get_or_create(&store(&report.store))
+            .set(i64::from(report.immutable));
+        self.audit_time
+            .get_or_create(&store(&report.store))
+            .set(seconds(report.at));
+        for p in &report.probes {
+            self.audit_probe_ok
+                .get_or_create(&AuditLabels {
+                    store: report.store.clone(),
+                    probe: p.probe.to_owned(),
+                })
+                .set(i64::from(p.ok));
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::health::{Health, StoreHealth};
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
-use lifeboat_config::{Config, LockMode};
+use lifeboat_config::Config;
 use lifeboat_core::inventory::job_inventory;
 use lifeboat_core::store::{AnyStore, ReadStore};
 use std::collections::BTreeMap;
@@ -34,46 +34,34 @@ pub async fn probe(
     let mut stores = BTreeMap::new();
     let mut built = BTreeMap::new();
     for (name, cfg) in &config.stores {
-        let (store_health, immutable) = match AnyStore::build(cfg).await {
-            Err(e) => (
-                StoreHealth {
-                    reachable: false,
-                    detail: e.to_string(),
-                },
-                None,
-            ),
+        let store_health = match AnyStore::build(cfg).await {
+            Err(e) => StoreHealth {
+                reachable: false,
+                detail: e.to_string(),
+            },
             Ok(store) => {
                 let outcome = tokio::time::timeout(STORE_PROBE_TIMEOUT, store.lock_status()).await;
                 built.insert(name.clone(), store);
                 match outcome {
-                    Err(_) => (
-                        StoreHealth {
-                            reachable: false,
-                            detail: format!("no answer within {}s", STORE_PROBE_TIMEOUT.as_secs()),
-                        },
-                        None,
-                    ),
-                    Ok(Err(e)) => (
-                        StoreHealth {
-                            reachable: false,
-                            detail: e.to_string(),
-                        },
-                        None,
-                    ),
-                    Ok(Ok(status)) => (
-                        StoreHealth {
-                            reachable: true,
-                            detail: status.detail,
-                        },
-                        Some(status.enabled && cfg.lock.mode != LockMode::None),
-                    ),
+                    Err(_) => StoreHealth {
+                        reachable: false,
+                        detail: format!("no answer within {}s", STORE_PROBE_TIMEOUT.as_secs()),
+                    },
+                    Ok(Err(e)) => StoreHealth {
+                        reachable: false,
+                        detail: e.to_string(),
+                    },
+                    Ok(Ok(status)) => StoreHealth {
+                        reachable: true,
+                        detail: status.detail,
+                    },
                 }
             }
         };
         if !store_health.reachable {
             tracing::warn!(store = %name, detail = %store_health.detail, "Store probe failed.");
         }
-        metrics.store_probed(name, store_health.reachable, immutable);
+        metrics.store_probed(name, store_health.reachable);
         stores.insert(name.clone(), store_health);
     }
     let reachable: Vec<String> = stores

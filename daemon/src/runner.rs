@@ -1,6 +1,7 @@
 //! Builds a job's source, store and settings from the validated config, and runs it once.
 //! Secret references and recipient files are resolved here (never in the config crate), and never logged.
 
+use crate::audit::Audits;
 use crate::hooks::run_hook;
 use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
@@ -26,6 +27,9 @@ pub enum JobError {
     /// The job's `before` hook failed, so the source was not read (exit code 1).
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// The store failed its immutability audit and requires immutability (exit code 1).
+    #[error("{0}")]
+    NotImmutable(String),
     /// The attempt ran past the job's `timeout` and was cancelled (exit code 1).
     #[error("timed out after {}s (the job's timeout) and was cancelled: no manifest was written", .0.as_secs())]
     TimedOut(std::time::Duration),
@@ -42,7 +46,10 @@ impl JobError {
     pub fn exit_code(&self) -> i32 {
         match self {
             JobError::Config(_) => crate::EXIT_USAGE,
-            JobError::Backup(_) | JobError::Hook(_) | JobError::TimedOut(_) => crate::EXIT_FAILED,
+            JobError::Backup(_)
+            | JobError::Hook(_)
+            | JobError::TimedOut(_)
+            | JobError::NotImmutable(_) => crate::EXIT_FAILED,
         }
     }
 }
@@ -130,13 +137,21 @@ pub async fn run_job(
     config: &Config,
     name: &str,
     cancel: CancellationToken,
+    audits: &Audits,
 ) -> Result<BackupReport, JobError> {
     let id = SnapshotId::new(Utc::now());
     let started = Instant::now();
     tracing::info!(job = %name, snapshot = %id, "Backup run started.");
     let result = async {
         let mut prepared = prepare(config, name).await?;
-        let hooks = job(config, name)?.hooks.clone();
+        let job_cfg = job(config, name)?;
+        if let Some(store_cfg) = config.stores.get(&job_cfg.store) {
+            audits
+                .gate(config, store_cfg)
+                .await
+                .map_err(JobError::NotImmutable)?;
+        }
+        let hooks = job_cfg.hooks.clone();
         if let Some(before) = &hooks.before {
             if let Err(e) = run_hook(name, "before", before, hooks.timeout).await {
                 run_after_hook(name, &hooks).await;

@@ -1,6 +1,7 @@
 //! `lifeboatd` without a subcommand: the long-running service. Binds the HTTP endpoint, recovers state from
 //! the stores, then runs the scheduler loop until SIGTERM/SIGINT; SIGHUP reloads the configuration.
 
+use crate::audit::Audits;
 use crate::health::Health;
 use crate::http::{self, Endpoint};
 use crate::metrics::{Metrics, RunResult};
@@ -56,6 +57,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
     let http_task = tokio::spawn(http::serve(listener, endpoint, http_stop.clone()));
     tracing::info!(listen = %listen, jobs = config.jobs.len(), stores = config.stores.len(), "lifeboatd started: serving /metrics, /healthz, /readyz.");
 
+    let metrics_for_audits = metrics.clone();
     let mut service = Service {
         config_path,
         config: Arc::new(config),
@@ -64,6 +66,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
         health,
         runs: JoinSet::new(),
         probes: JoinSet::new(),
+        audits: Arc::new(Audits::new(Some(metrics_for_audits))),
+        audit_tasks: JoinSet::new(),
         stops: Stops {
             no_new_attempts: CancellationToken::new(),
             cancel: CancellationToken::new(),
@@ -76,6 +80,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
     // Recover the truth from the stores before anything runs: last-success gauges, then catch-up decisions.
     let jobs: Vec<String> = service.config.jobs.keys().cloned().collect();
     let observed = observe::probe(&service.config, &jobs, &service.metrics, &service.health).await;
+    // Prove every store immutable before the first run (each run also checks its store's verdict).
+    service.audits.audit_all(&service.config).await;
     let now = Utc::now();
     for name in &jobs {
         service.schedule_job(name, now);
@@ -85,6 +91,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
     notify::ready();
 
     let mut next_probe = tokio::time::Instant::now() + service.config.daemon.probe_interval;
+    let mut next_audit = tokio::time::Instant::now() + service.config.daemon.audit_interval;
     loop {
         let now = Utc::now();
         let sleep = service.planner.next_wakeup().map_or(MAX_SLEEP, |t| {
@@ -122,6 +129,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
                     service.spawn_probe(Vec::new());
                 }
             }
+            () = tokio::time::sleep_until(next_audit) => {
+                next_audit = tokio::time::Instant::now() + service.config.daemon.audit_interval;
+                if service.audit_tasks.is_empty() {
+                    let audits = service.audits.clone();
+                    let config = service.config.clone();
+                    service.audit_tasks.spawn(async move { audits.audit_all(&config).await });
+                }
+            }
+            Some(_) = service.audit_tasks.join_next() => {}
             _ = signals.hup.recv() => service.reload(),
             _ = signals.term.recv() => {
                 tracing::info!(signal = "SIGTERM", "Stopping: no new runs will start.");
@@ -156,6 +172,10 @@ struct Service {
     runs: JoinSet<String>,
     /// Running probes; each returns what it observed and which jobs wait for a catch-up decision.
     probes: JoinSet<(BTreeMap<String, JobObservation>, Vec<String>)>,
+    /// Each store's last immutability audit (the runs' gate).
+    audits: Arc<Audits>,
+    /// The running periodic audit, if any.
+    audit_tasks: JoinSet<()>,
     stops: Stops,
 }
 
@@ -225,8 +245,9 @@ impl Service {
                     let config = self.config.clone();
                     let metrics = self.metrics.clone();
                     let stops = self.stops.clone();
+                    let audits = self.audits.clone();
                     self.runs.spawn(async move {
-                        worker::run_scheduled(config, job.clone(), metrics, stops).await;
+                        worker::run_scheduled(config, job.clone(), metrics, stops, audits).await;
                         job
                     });
                 }
@@ -318,6 +339,7 @@ impl Service {
         }
         self.stops.no_new_attempts.cancel();
         self.probes.abort_all();
+        self.audit_tasks.abort_all();
         let grace = self.config.daemon.shutdown_grace;
         if !self.runs.is_empty() {
             tracing::info!(

@@ -1,6 +1,7 @@
 //! One scheduled run of a job: attempts with timeout and backoff, cancellation on shutdown, and the metrics
 //! and log lines of each. A run succeeds when one attempt wrote a snapshot (manifest included).
 
+use crate::audit::Audits;
 use crate::metrics::{Metrics, RunResult};
 use crate::runner;
 use chrono::Utc;
@@ -24,10 +25,11 @@ pub async fn run_scheduled(
     job: String,
     metrics: Arc<Metrics>,
     stops: Stops,
+    audits: Arc<Audits>,
 ) -> RunResult {
     let policy = config.jobs.get(&job).map(|j| j.run).unwrap_or_default();
     metrics.set_running(&job, true);
-    let result = attempts(&config, &job, &policy, &metrics, &stops).await;
+    let result = attempts(&config, &job, &policy, &metrics, &stops, &audits).await;
     metrics.set_running(&job, false);
     metrics.run_finished(&job, result);
     result
@@ -39,6 +41,7 @@ async fn attempts(
     policy: &RunPolicy,
     metrics: &Metrics,
     stops: &Stops,
+    audits: &Audits,
 ) -> RunResult {
     for attempt in 1..=policy.retry_attempts.max(1) {
         if attempt > 1 {
@@ -56,7 +59,7 @@ async fn attempts(
             return RunResult::failure;
         }
         metrics.attempt_started(job, Utc::now());
-        match one_attempt(config, job, policy.timeout, &stops.cancel).await {
+        match one_attempt(config, job, policy.timeout, &stops.cancel, audits).await {
             Ok(report) => {
                 metrics.snapshot_complete(&report.manifest);
                 return RunResult::success;
@@ -80,9 +83,10 @@ pub async fn one_attempt(
     job: &str,
     timeout: Option<Duration>,
     shutdown: &CancellationToken,
+    audits: &Audits,
 ) -> Result<lifeboat_core::backup::BackupReport, runner::JobError> {
     let token = shutdown.child_token();
-    let run = runner::run_job(config, job, token.clone());
+    let run = runner::run_job(config, job, token.clone(), audits);
     tokio::pin!(run);
     let Some(limit) = timeout else {
         return run.await;

@@ -4,7 +4,7 @@
 
 use lifeboat_config::LockMode;
 use lifeboat_core::store::{AnyStore, LockSpec, WriteStore};
-use lifeboat_tests::lifeboat::{lifeboat, s3_store_toml, write_config};
+use lifeboat_tests::lifeboat::{lifeboat, s3_store_toml, s3_writer_store_toml, write_config};
 use lifeboat_tests::s3::{self, S3Tier};
 use std::path::Path;
 
@@ -40,9 +40,7 @@ fn steps(stdout: &str) -> Vec<(String, String)> {
 
 /// The store as the second Ceph user (`lifeboat-other`), through lifeboat's own S3 store (the daemon's write path).
 async fn store_as_other(dir: &Path, tier: &S3Tier, bucket: &str) -> AnyStore {
-    let table = s3_store_toml("offsite", tier, bucket, "compliance")
-        .replace("_CEPH_ACCESS_KEY", "_CEPH_OTHER_ACCESS_KEY")
-        .replace("_CEPH_SECRET_KEY", "_CEPH_OTHER_SECRET_KEY");
+    let table = s3_writer_store_toml("offsite", tier, bucket, "compliance");
     let path = dir.join("other.toml");
     std::fs::write(
         &path,

@@ -109,8 +109,26 @@ pub fn fs_store_toml(name: &str, path: &Path) -> String {
 }
 
 /// A `[stores.NAME]` table for a bucket of an S3 tier; credentials come from the tier's environment variables.
+///
+/// These are the tier's admin (bucket owner) credentials, which fail the immutability audit by design, so the
+/// table says `require_immutable = false`; tests of the audit and its gate use [`s3_writer_store_toml`].
 pub fn s3_store_toml(name: &str, tier: &S3Tier, bucket: &str, lock_mode: &str) -> String {
-    let env_prefix = format!("LIFEBOAT_TEST_{}", tier.name.to_ascii_uppercase());
+    let table = s3_table(name, tier, bucket, lock_mode, "");
+    if lock_mode == "none" {
+        table
+    } else {
+        format!("{table}require_immutable = false\n")
+    }
+}
+
+/// A `[stores.NAME]` table for a Ceph bucket written with the second user's (`lifeboat-other`) credentials, meant
+/// to hold the writer role (see [`crate::s3::S3Tier::apply_writer_policy`]); `require_immutable` keeps its default.
+pub fn s3_writer_store_toml(name: &str, tier: &S3Tier, bucket: &str, lock_mode: &str) -> String {
+    s3_table(name, tier, bucket, lock_mode, "_OTHER")
+}
+
+fn s3_table(name: &str, tier: &S3Tier, bucket: &str, lock_mode: &str, user: &str) -> String {
+    let env_prefix = format!("LIFEBOAT_TEST_{}{user}", tier.name.to_ascii_uppercase());
     let retention = if lock_mode == "none" {
         String::new()
     } else {

@@ -137,6 +137,33 @@ impl S3Tier {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// Gives the second principal (`lifeboat-other`) the writer role on `bucket` (prefix `lifeboat/`), with the
+    /// bucket policy `lifeboat store init` generates. Ceph only.
+    pub async fn apply_writer_policy(&self, bucket: &str) {
+        let writer = lifeboat_core::store::setup::role_policies(bucket, "lifeboat/")
+            .into_iter()
+            .find(|p| p.role == "writer")
+            .expect("store init generates a writer policy");
+        let policy = writer.bucket_policy.to_string().replace(
+            "arn:aws:iam:::user/WRITER",
+            "arn:aws:iam:::user/lifeboat-other",
+        );
+        if let Err(e) = self
+            .client()
+            .await
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy)
+            .send()
+            .await
+        {
+            panic!(
+                "PutBucketPolicy {bucket}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            );
+        }
+    }
+
     /// Creates a bucket without Object Lock or versioning (for `lock_mode = "none"`).
     pub async fn create_plain_bucket(&self, prefix: &str) -> String {
         let bucket = unique_bucket_name(prefix);
@@ -210,7 +237,8 @@ impl S3Tier {
 }
 
 /// `<prefix>-<time>-<pid>-<n>`, lower-cased and cut to S3's 63-character bucket-name limit.
-fn unique_bucket_name(prefix: &str) -> String {
+/// A bucket name nobody has created yet: `<prefix>-<unique suffix>`.
+pub fn unique_bucket_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut clean: String = prefix
         .chars()

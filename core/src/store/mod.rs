@@ -2,6 +2,7 @@
 //! `ReadStore` (reader, drills), `WriteStore` (the daemon: add objects, never delete), `AdminStore` (prune, init).
 
 mod any;
+pub mod audit;
 mod fs;
 mod s3;
 pub mod setup;

@@ -173,6 +173,11 @@ impl S3Store {
         &self.bucket
     }
 
+    /// The key prefix (`""` or ending in `/`) under which this store keeps its objects.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The underlying SDK client (for the harness and admin commands).
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client

@@ -128,9 +128,9 @@ const RULE_NONCURRENT: &str = "lifeboat-noncurrent-versions";
 const RULE_MULTIPART: &str = "lifeboat-abort-incomplete-uploads";
 const RULE_CANARY: &str = "lifeboat-canary";
 
-type S3Error<E> = SdkError<E, aws_sdk_s3::config::http::HttpResponse>;
+pub(super) type S3Error<E> = SdkError<E, aws_sdk_s3::config::http::HttpResponse>;
 
-fn render<E>(e: &S3Error<E>) -> String
+pub(super) fn render<E>(e: &S3Error<E>) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
@@ -147,11 +147,11 @@ where
     }
 }
 
-fn code<E: ProvideErrorMetadata>(e: &S3Error<E>) -> &str {
+pub(super) fn code<E: ProvideErrorMetadata>(e: &S3Error<E>) -> &str {
     e.as_service_error().and_then(|s| s.code()).unwrap_or("")
 }
 
-fn status<E>(e: &S3Error<E>) -> Option<u16> {
+pub(super) fn status<E>(e: &S3Error<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
@@ -165,7 +165,7 @@ fn unsupported<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
     ) || matches!(status(e), Some(501 | 405 | 200..=299))
 }
 
-fn access_denied<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
+pub(super) fn access_denied<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
     code(e) == "AccessDenied" || status(e) == Some(403)
 }
 
@@ -850,6 +850,8 @@ pub const WRITER_BUCKET_ACTIONS: &[&str] = &[
     "s3:ListBucketVersions",
     "s3:GetBucketObjectLockConfiguration",
     "s3:ListBucketMultipartUploads",
+    // Read-only; lets the immutability preflight prove that changing the lifecycle is refused.
+    "s3:GetLifecycleConfiguration",
 ];
 /// Actions the daemon (writer) needs on the store's objects. `s3:GetObjectVersion` is needed because every
 /// upload's lock is read back by version id.

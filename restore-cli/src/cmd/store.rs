@@ -1,8 +1,9 @@
-//! `lifeboat store init`: creates or checks an S3 bucket with the store's admin credentials (Object Lock,
-//! versioning, default retention, public access block, lifecycle rules) and prints the three roles' policies.
+//! `lifeboat store init` creates or checks an S3 bucket with admin credentials and prints the roles' policies;
+//! `lifeboat store audit` runs the immutability preflight with whatever credentials the config gives.
 
 use super::{load_config, open_store, CliError};
 use lifeboat_config::StoreKind;
+use lifeboat_core::store::audit::{audit, AuditReport};
 use lifeboat_core::store::setup::{init_s3, role_policies, InitReport, Outcome, RolePolicies};
 use lifeboat_core::store::AnyStore;
 use serde::Serialize;
@@ -23,6 +24,23 @@ enum StoreCommand {
         after_help = "Examples:\n  lifeboat --config admin.toml store init offsite --write-policies ./policies\n  lifeboat --config admin.toml store init offsite --json\n\nRun with the store's admin credentials. Exit 0 when every required step is ok, changed or already\nas configured; 1 when one failed (each failure names its fix)."
     )]
     Init(InitArgs),
+    /// Prove the store is immutable for the configured credentials: Object Lock with the expected default, then a
+    /// locked canary under canary/ that these credentials must fail to delete, hide or unlock early, and bucket
+    /// lock and lifecycle settings they must fail to change.
+    #[command(
+        after_help = "Examples:\n  lifeboat --config /etc/lifeboat/lifeboat.toml store audit offsite\n  lifeboat --config writer.toml store audit offsite --json\n\nRun it with the credentials you want to audit (the daemon's: the same config file). Exit 0 when every\nprobe passed, 1 when one failed (each failure names its fix), 2 on a usage or config error.\nThe canary is a few hundred bytes, locked for one day; the bucket's lifeboat-canary lifecycle rule expires it."
+    )]
+    Audit(AuditArgs),
+}
+
+/// Arguments of `lifeboat store audit`.
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// The store (`[stores.NAME]`) to audit.
+    store: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `lifeboat store init`.
@@ -52,6 +70,60 @@ struct JsonOut<'a> {
 pub async fn run(config_path: &Path, args: StoreArgs) -> Result<(), CliError> {
     match args.command {
         StoreCommand::Init(a) => init(config_path, a).await,
+        StoreCommand::Audit(a) => run_audit(config_path, a).await,
+    }
+}
+
+/// Prints an audit report as text: one line per probe, its fix under each failure.
+pub fn print_audit(report: &AuditReport) {
+    println!(
+        "store {}: {}",
+        report.store,
+        if report.immutable {
+            "IMMUTABLE for these credentials"
+        } else {
+            "NOT immutable for these credentials"
+        }
+    );
+    for p in &report.probes {
+        println!(
+            "  {:<6} {}: {}",
+            if p.ok { "ok" } else { "FAILED" },
+            p.probe,
+            p.detail
+        );
+        if let Some(fix) = &p.fix {
+            println!("  {:<6}   fix: {fix}", "");
+        }
+    }
+}
+
+async fn run_audit(config_path: &Path, args: AuditArgs) -> Result<(), CliError> {
+    let config = load_config(config_path)?;
+    let store_cfg = config.stores.get(&args.store).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no store named {:?} in the config; stores: {}",
+            args.store,
+            config.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let store = open_store(store_cfg).await?;
+    let report = audit(&store, store_cfg).await;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::Failed(format!("encoding the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print_audit(&report);
+    }
+    if report.immutable {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "store {} is not immutable for these credentials: {}",
+            report.store,
+            report.summary()
+        )))
     }
 }
 
