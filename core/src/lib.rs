@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod drill;
 pub mod extract;
+pub mod independence;
 pub mod inventory;
 pub mod pipeline;
 pub mod prune;

@@ -3,6 +3,7 @@
 
 use crate::runner::prepare;
 use lifeboat_config::Config;
+use lifeboat_core::independence;
 use lifeboat_core::source::Source;
 use lifeboat_core::store::audit::audit;
 use lifeboat_core::store::{AnyStore, ReadStore};
@@ -75,6 +76,26 @@ pub async fn run_checks(config: &Config) -> Vec<Probe> {
                         });
                     }
                 }
+            }
+        }
+    }
+    for (name, job) in &config.jobs {
+        if let Some(store_cfg) = config.stores.get(&job.store) {
+            let findings = independence::check(job, store_cfg);
+            let what = format!("job {name}: independent of store {}", store_cfg.name);
+            if !findings.errors.is_empty() {
+                probes.push(Probe::new(what, false, findings.errors.join("; ")));
+            } else if !findings.warnings.is_empty() {
+                probes.push(Probe {
+                    warning: true,
+                    ..Probe::new(what, true, findings.warnings.join("; "))
+                });
+            } else {
+                probes.push(Probe::new(
+                    what,
+                    true,
+                    "the store is neither on the source's filesystem nor on its host".to_owned(),
+                ));
             }
         }
     }

@@ -6,6 +6,7 @@ use crate::hooks::run_hook;
 use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
+use lifeboat_core::independence;
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
 use lifeboat_core::snapshot::SnapshotId;
@@ -146,6 +147,16 @@ pub async fn run_job(
         let mut prepared = prepare(config, name).await?;
         let job_cfg = job(config, name)?;
         if let Some(store_cfg) = config.stores.get(&job_cfg.store) {
+            let findings = independence::check(job_cfg, store_cfg);
+            for warning in &findings.warnings {
+                tracing::warn!(job = %name, store = %store_cfg.name, warning = %warning, "The store is not fully independent of the source.");
+            }
+            if !findings.errors.is_empty() {
+                return Err(JobError::Config(format!(
+                    "refusing to back up: {}",
+                    findings.errors.join("; ")
+                )));
+            }
             audits
                 .gate(config, store_cfg)
                 .await

@@ -79,9 +79,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> i32 {
 
     // Recover the truth from the stores before anything runs: last-success gauges, then catch-up decisions.
     let jobs: Vec<String> = service.config.jobs.keys().cloned().collect();
-    let observed = observe::probe(&service.config, &jobs, &service.metrics, &service.health).await;
-    // Prove every store immutable before the first run (each run also checks its store's verdict).
+    // Prove every store immutable before the first run (each run also checks its store's verdict); /readyz
+    // turns 200 only after the probe below, so the immutability gauges are in place by then.
     service.audits.audit_all(&service.config).await;
+    let observed = observe::probe(&service.config, &jobs, &service.metrics, &service.health).await;
     let now = Utc::now();
     for name in &jobs {
         service.schedule_job(name, now);

@@ -109,9 +109,25 @@ fn scheduled_runs_export_metrics_that_survive_a_restart() {
     assert!(metric(&text, "lifeboat_backup_bytes{job=\"app\",stage=\"source\"}").unwrap() > 0.0);
     assert!(metric(&text, "lifeboat_backup_bytes{job=\"app\",stage=\"stored\"}").unwrap() > 0.0);
     assert_eq!(gauge(&text, "lifeboat_backup_running", "app"), Some(0.0));
+    // The tier's owner credentials cannot delete a COMPLIANCE-locked version, but they can rewrite the bucket's
+    // lock configuration: the audit at start-up says so (this store has require_immutable = false).
     assert_eq!(
         metric(&text, "lifeboat_store_immutable{store=\"offsite\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lifeboat_store_audit_probe_ok{store=\"offsite\",probe=\"locked_version_delete\"}"
+        ),
         Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "lifeboat_store_audit_probe_ok{store=\"offsite\",probe=\"lock_config_change\"}"
+        ),
+        Some(0.0)
     );
     // No drill has run: the verify gauge is absent, not zero.
     assert!(

@@ -8,7 +8,8 @@ use crate::common::{assert_no_multipart_uploads, backup, workspace};
 use lifeboat_core::pipeline::{encode_to_vec, EncodeSettings};
 use lifeboat_core::snapshot::{Manifest, ObjectKind};
 use lifeboat_tests::lifeboat::{
-    bin, fs_store_toml, lifeboat, lifeboatd, s3_store_toml, volume_job_toml, write_config, Run,
+    bin, fs_store_toml, lifeboat, lifeboatd, other_filesystem, s3_store_toml, volume_job_toml,
+    write_config, Run,
 };
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::s3;
@@ -360,7 +361,8 @@ fn a_rich_tree_round_trips_through_the_fs_store_identically() {
     build_rich_tree(&vol);
     let source = walk(&vol);
     assert_rich_tree_properties(&source, &vol);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let config = write_config(
         dir.path(),
         &k.recipient,
@@ -601,7 +603,8 @@ fn assert_restore_refuses(
     let (dir, k) = workspace();
     let vol = dir.path().join("vol");
     write_file(&vol.join("ok.txt"), b"fine\n", 0o644);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let config = write_config(
         dir.path(),
         &k.recipient,
@@ -724,7 +727,8 @@ fn a_file_growing_while_it_is_read_is_archived_and_reported() {
     let big = vol.join("growing.log");
     write_file(&big, &noise(5, 64 * MIB as usize), 0o644);
     write_file(&vol.join("stable.txt"), b"does not change\n", 0o644);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let config = write_config(
         dir.path(),
         &k.recipient,
@@ -839,7 +843,8 @@ fn an_unreadable_file_fails_the_run_unless_ignore_unreadable() {
     let bin_copy = dir.path().join("lifeboatd");
     std::fs::copy(bin("lifeboatd"), &bin_copy).unwrap();
     std::fs::set_permissions(&bin_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     std::fs::create_dir(&store).unwrap();
     std::os::unix::fs::chown(&store, Some(NOBODY), Some(NOBODY)).unwrap();
     let vol = dir.path().join("vol");
@@ -921,7 +926,8 @@ fn hooks_run_before_and_after_and_a_failing_before_hook_fails_the_run() {
     let (dir, k) = workspace();
     let vol = dir.path().join("vol");
     write_file(&vol.join("data.txt"), b"data\n", 0o644);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let marks = dir.path().join("marks.txt");
     let hook = |script: String| toml_argv(&["/bin/sh", "-c", &script]);
     let tables = |before: String, after: String| {
@@ -1020,7 +1026,8 @@ fn verify_passes_a_volume_snapshot_and_names_a_file_that_contradicts_the_catalog
     );
     write_file(&vol.join("docs/other.txt"), b"unchanged\n", 0o644);
     write_file(&vol.join("big.bin"), &noise(9, 3 * MIB as usize), 0o644);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let config = write_config(
         dir.path(),
         &k.recipient,
@@ -1135,7 +1142,8 @@ fn verify_checks_a_volume_holding_a_file_named_backup_manifest_against_its_catal
         0o644,
     );
     write_file(&vol.join("notes.txt"), b"an ordinary file\n", 0o644);
-    let store = dir.path().join("store");
+    let other_fs = other_filesystem();
+    let store = other_fs.path().join("store");
     let config = write_config(
         dir.path(),
         &k.recipient,

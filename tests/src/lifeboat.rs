@@ -100,6 +100,25 @@ pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
     run_bin("lifeboat", config, args)
 }
 
+/// A temporary directory (mode 0755) on another filesystem than the system temp dir, for an fs store that the
+/// independence check accepts next to a volume in a temp dir: tmpfs `/dev/shm`. Panics with the fix without one.
+pub fn other_filesystem() -> tempfile::TempDir {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp_dev = std::fs::metadata(std::env::temp_dir())
+        .map(|m| m.dev())
+        .ok();
+    let dir = tempfile::tempdir_in("/dev/shm").expect(
+        "volume tests keep their fs store on another filesystem than the temp dir: mount a tmpfs at /dev/shm",
+    );
+    let dev = std::fs::metadata(dir.path()).map(|m| m.dev()).ok();
+    assert_ne!(
+        dev, tmp_dev,
+        "/dev/shm is on the temp dir's filesystem; volume tests need a tmpfs there (or TMPDIR elsewhere)"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// A `[stores.NAME]` table for an fs store.
 pub fn fs_store_toml(name: &str, path: &Path) -> String {
     format!(
