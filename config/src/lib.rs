@@ -24,7 +24,7 @@
 //! store = "local"
 //! "#;
 //! let config = lifeboat_config::parse(text, "example.toml", std::path::Path::new("/etc/lifeboat")).unwrap();
-//! assert_eq!(config.jobs["app"].store, "local");
+//! assert_eq!(config.jobs["app"].stores, ["local"]);
 //! ```
 
 mod document;

@@ -67,6 +67,7 @@ pub(crate) const ENCRYPTION_KEYS: &[&str] = &["recipients", "recipients_file"];
 pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
     "kind",
     "store",
+    "stores",
     "schedule",
     "timezone",
     "compression_level",
@@ -179,6 +180,7 @@ pub(crate) struct RawEncryption {
 pub(crate) struct RawJob {
     pub kind: Option<Spanned<String>>,
     pub store: Option<Spanned<String>>,
+    pub stores: Option<Spanned<Vec<Spanned<String>>>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
     pub compression_level: Option<Spanned<i64>>,

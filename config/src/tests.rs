@@ -183,7 +183,7 @@ fn minimal_config_parses_with_defaults() {
 
     let job = &config.jobs["main-db"];
     assert_eq!(job.name, "main-db");
-    assert_eq!(job.store, "offsite");
+    assert_eq!(job.stores, ["offsite"]);
     assert_eq!(job.schedule.expr, "0 */6 * * *");
     assert_eq!(job.schedule.timezone, chrono_tz::UTC);
     assert_eq!(

@@ -226,8 +226,9 @@ pub struct AgeRecipient {
 pub struct JobConfig {
     /// The table name (`main-db` in `[jobs.main-db]`).
     pub name: String,
-    /// Name of the store the job writes to (key `store`); always a key of [`Config::stores`].
-    pub store: String,
+    /// The stores every snapshot is written to (key `store = "NAME"`, or `stores = ["A", "B"]`): at least one,
+    /// each a key of [`Config::stores`], none twice. A snapshot succeeds only when every one holds it.
+    pub stores: Vec<String>,
     /// When the job runs (keys `schedule`, `timezone`).
     pub schedule: Schedule,
     /// zstd settings (keys `compression_level`, `compression_threads`).
@@ -243,6 +244,13 @@ pub struct JobConfig {
     pub retention: Retention,
     /// What the job backs up (key `kind` plus the kind's keys).
     pub source: SourceConfig,
+}
+
+impl JobConfig {
+    /// The first of the job's stores: the one the restore CLI reads by default.
+    pub fn primary_store(&self) -> &str {
+        self.stores.first().map_or("", String::as_str)
+    }
 }
 
 /// The `[drill]` table: the throw-away PostgreSQL that `lifeboat drill` restores into.

@@ -535,6 +535,95 @@ impl Validator<'_> {
         })
     }
 
+    /// A job's `store = "NAME"` or `stores = ["A", "B"]`: exactly one of the two, every name configured, no
+    /// name twice.
+    fn job_stores(
+        &mut self,
+        section: &Section<RawJob>,
+        configured: &BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        let raw = &section.raw;
+        let named: Vec<(String, Range<usize>)> = match (&raw.store, &raw.stores) {
+            (Some(_), Some(list)) => {
+                self.error(
+                    section.key("stores"),
+                    list.span(),
+                    "a job has either `store` or `stores`, not both",
+                    Some("keep stores = [\"A\", \"B\"] and remove `store`".into()),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.require::<_, ()>(
+                    section,
+                    "store",
+                    None,
+                    "add store = \"NAME\" naming a [stores.NAME] table (or stores = [\"A\", \"B\"] to write every snapshot to several stores)",
+                );
+                return None;
+            }
+            (Some(one), None) => vec![(one.get_ref().clone(), one.span())],
+            (None, Some(list)) => {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        section.key("stores"),
+                        list.span(),
+                        "`stores` is empty",
+                        Some(
+                            "name at least one [stores.NAME] table, e.g. stores = [\"offsite\"]"
+                                .into(),
+                        ),
+                    );
+                    return None;
+                }
+                list.get_ref()
+                    .iter()
+                    .map(|s| (s.get_ref().clone(), s.span()))
+                    .collect()
+            }
+        };
+        let key = if raw.store.is_some() {
+            "store"
+        } else {
+            "stores"
+        };
+        let mut ok = true;
+        let mut seen = BTreeSet::new();
+        for (name, span) in &named {
+            if !seen.insert(name.clone()) {
+                ok = false;
+                self.error(
+                    section.key(key),
+                    span.clone(),
+                    format!("store \"{}\" is named twice", name.escape_debug()),
+                    Some("name each store once".into()),
+                );
+                continue;
+            }
+            if configured.contains(name) {
+                continue;
+            }
+            ok = false;
+            let hint = if configured.is_empty() {
+                "no stores are configured; add a [stores.NAME] table".to_owned()
+            } else {
+                let list = configured
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("configured stores: {list}")
+            };
+            self.error(
+                section.key(key),
+                span.clone(),
+                format!("store \"{}\" is not configured", name.escape_debug()),
+                Some(hint),
+            );
+        }
+        ok.then(|| named.into_iter().map(|(n, _)| n).collect())
+    }
+
     fn lock(&mut self, section: &Section<RawStore>) -> Option<LockConfig> {
         let raw = &section.raw;
         let mode = self.require(
@@ -940,35 +1029,7 @@ impl Validator<'_> {
             }
         };
 
-        let store = self.require(
-            &section,
-            "store",
-            raw.store.as_ref(),
-            "add store = \"NAME\" naming a [stores.NAME] table",
-        );
-        let store = store.and_then(|s| {
-            if stores.contains(s.get_ref()) {
-                return Some(s.get_ref().clone());
-            }
-            let hint = if stores.is_empty() {
-                "no stores are configured; add a [stores.NAME] table".to_owned()
-            } else {
-                let list = stores
-                    .iter()
-                    .map(|s| format!("\"{s}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("configured stores: {list}")
-            };
-            self.error(
-                section.key("store"),
-                s.span(),
-                format!("store \"{}\" is not configured", s.get_ref().escape_debug()),
-                Some(hint),
-            );
-            None
-        });
-
+        let stores_ok = self.job_stores(&section, stores);
         let schedule = self.schedule(&section);
         let compression = self.compression(&section);
         let run = self.run_policy(&section);
@@ -1030,7 +1091,7 @@ impl Validator<'_> {
         }
         Some(JobConfig {
             name: named.name,
-            store: store?,
+            stores: stores_ok?,
             schedule: schedule?,
             compression: compression?,
             run: run?,

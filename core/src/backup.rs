@@ -1,8 +1,11 @@
-//! One snapshot, end to end: plan the source's streams, encode and upload each, store the encrypted catalog,
-//! and write `manifest.json` LAST — a snapshot without a manifest does not exist.
+//! One snapshot, end to end: plan the source's streams, encode each once and upload it to every target store at
+//! the same time, store the encrypted catalog, and write each store's `manifest.json` LAST.
+//!
+//! A snapshot without a manifest does not exist; a run succeeds only when every target store holds the snapshot.
 
 use crate::pipeline::{
-    encode, encode_to_vec, Chunk, EncodeReport, EncodeSettings, PartWriter, PipelineError,
+    encode, encode_to_vec, Chunk, EncodeReport, EncodeSettings, PartReceiver, PartWriter,
+    PipelineError,
 };
 use crate::snapshot::{
     manifest_key, object_key, Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotId,
@@ -12,6 +15,7 @@ use crate::source::{Source, SourceError, StreamSpec};
 use crate::store::{LockSpec, PutReceipt, StoreError, WriteStore};
 use bytes::Bytes;
 use chrono::Utc;
+use futures::future::join_all;
 use lifeboat_config::LockMode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,21 +23,46 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
-/// Everything a backup needs besides its source and store.
+/// Everything a backup needs besides its source and stores.
 #[derive(Clone)]
 pub struct BackupSettings {
     /// Job name.
     pub job: String,
     /// zstd settings.
     pub compression: EncodeSettings,
-    /// Initial multipart part size in bytes.
+    /// Initial multipart part size in bytes (one size for all targets: the stream is cut once).
     pub part_size: u64,
     /// age recipients (public keys only).
     pub recipients: Arc<Vec<age::x25519::Recipient>>,
-    /// Lock mode for every object.
+}
+
+/// One store a snapshot is written to, with that store's lock settings.
+#[derive(Debug, Clone)]
+pub struct Target<S> {
+    /// The store.
+    pub store: S,
+    /// Lock mode for every object written there.
     pub lock_mode: LockMode,
     /// Lock period from the snapshot's start.
     pub retention: Option<Duration>,
+}
+
+impl<S: WriteStore> Target<S> {
+    fn lock(&self, started_at: chrono::DateTime<Utc>) -> Result<LockSpec, BackupError> {
+        Ok(LockSpec {
+            mode: self.lock_mode,
+            retain_until: match (self.lock_mode, self.retention) {
+                (LockMode::None, _) | (_, None) => None,
+                (_, Some(r)) => {
+                    let until = started_at
+                        + chrono::Duration::from_std(r)
+                            .map_err(|e| BackupError::Internal(e.to_string()))?;
+                    // Stores keep whole seconds; ask for exactly what they can record.
+                    chrono::DateTime::from_timestamp(until.timestamp(), 0)
+                }
+            },
+        })
+    }
 }
 
 /// The result of a successful backup.
@@ -41,8 +70,10 @@ pub struct BackupSettings {
 pub struct BackupReport {
     /// Where the snapshot is.
     pub snapshot: SnapshotRef,
-    /// Its manifest, as written.
+    /// Its manifest as written to the first target store (the others differ only in version ids and locks).
     pub manifest: Manifest,
+    /// Every store that holds the snapshot, in target order.
+    pub stores: Vec<String>,
     /// Wall time.
     pub duration: Duration,
 }
@@ -76,23 +107,30 @@ pub enum BackupError {
     Internal(String),
 }
 
-/// Runs one backup of `source` into `store`.
+/// Runs one backup of `source` into every store of `targets` (at least one).
 pub async fn run_backup<Src: Source, S: WriteStore>(
     source: &mut Src,
-    store: &S,
+    targets: &[Target<S>],
     settings: &BackupSettings,
     id: SnapshotId,
     cancel: CancellationToken,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let started_at = Utc::now();
-    if settings.lock_mode != LockMode::None {
-        let status = store.lock_status().await?;
-        if !status.enabled {
-            return Err(BackupError::NotImmutable(StoreError::LockNotEnabled {
-                store: store.name().to_owned(),
-                detail: status.detail,
-            }));
+    if targets.is_empty() {
+        return Err(BackupError::Internal(
+            "a backup needs at least one store".to_owned(),
+        ));
+    }
+    for t in targets {
+        if t.lock_mode != LockMode::None {
+            let status = t.store.lock_status().await?;
+            if !status.enabled {
+                return Err(BackupError::NotImmutable(StoreError::LockNotEnabled {
+                    store: t.store.name().to_owned(),
+                    detail: status.detail,
+                }));
+            }
         }
     }
     let plan = source.prepare().await?;
@@ -100,22 +138,15 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         job: settings.job.clone(),
         id: id.clone(),
     };
-    let lock = LockSpec {
-        mode: settings.lock_mode,
-        retain_until: match (settings.lock_mode, settings.retention) {
-            (LockMode::None, _) | (_, None) => None,
-            (_, Some(r)) => {
-                let until = started_at
-                    + chrono::Duration::from_std(r)
-                        .map_err(|e| BackupError::Internal(e.to_string()))?;
-                // Stores keep whole seconds; ask for exactly what they can record.
-                chrono::DateTime::from_timestamp(until.timestamp(), 0)
-            }
-        },
-    };
-    tracing::debug!(job = %settings.job, snapshot = %id, store = store.name(), streams = plan.streams.len(), "Backup started.");
+    let locks = targets
+        .iter()
+        .map(|t| t.lock(started_at))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store_names: Vec<String> = targets.iter().map(|t| t.store.name().to_owned()).collect();
+    tracing::debug!(job = %settings.job, snapshot = %id, stores = ?store_names, streams = plan.streams.len(), "Backup started.");
 
-    let mut objects = Vec::new();
+    // One list of manifest entries per store: same bytes and checksums, each store's own version ids and locks.
+    let mut objects: Vec<Vec<ObjectEntry>> = vec![Vec::new(); targets.len()];
     let mut catalog = Catalog {
         format_version: 1,
         databases: Vec::new(),
@@ -127,9 +158,9 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
             return Err(BackupError::Cancelled);
         }
         let key = object_key(&settings.job, &id, &spec.name);
-        let (report, receipt, meta) =
-            store_stream(source, store, settings, spec, &key, &lock, &cancel).await?;
-        tracing::info!(job = %settings.job, snapshot = %id, stream = %spec.name, payload_bytes = report.payload_bytes, stored_bytes = report.stored_bytes, "Stream stored.");
+        let (report, receipts, meta) =
+            store_stream(source, targets, &locks, settings, spec, &key, &cancel).await?;
+        tracing::info!(job = %settings.job, snapshot = %id, stream = %spec.name, payload_bytes = report.payload_bytes, stored_bytes = report.stored_bytes, stores = targets.len(), "Stream stored.");
         catalog.databases.extend(meta.catalog);
         if let Some(v) = meta.volume {
             for path in &v.summary.changed {
@@ -144,7 +175,9 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
             catalog.files.extend(v.files);
             volume = Some(v.summary);
         }
-        objects.push(entry(spec, &report, receipt));
+        for (list, receipt) in objects.iter_mut().zip(receipts) {
+            list.push(entry(spec, &report, receipt));
+        }
     }
 
     // The catalog names tables (data), so it is encrypted like the dumps.
@@ -166,42 +199,85 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
         database: None,
     };
     let key = object_key(&settings.job, &id, &catalog_spec.name);
-    let receipt = store.put_small(&key, Bytes::from(stored), &lock).await?;
-    objects.push(entry(&catalog_spec, &report, receipt));
+    let stored = Bytes::from(stored);
+    let receipts = all_ok(
+        join_all(
+            targets
+                .iter()
+                .zip(&locks)
+                .map(|(t, lock)| t.store.put_small(&key, stored.clone(), lock)),
+        )
+        .await,
+    )?;
+    for (list, receipt) in objects.iter_mut().zip(receipts) {
+        list.push(entry(&catalog_spec, &report, receipt));
+    }
 
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        snapshot_id: id.clone(),
-        job: settings.job.clone(),
-        source: plan.identity,
-        lifeboat_version: crate::VERSION.to_owned(),
-        started_at,
-        finished_at: Utc::now(),
-        compression: "zstd".to_owned(),
-        compression_level: settings.compression.level,
-        encryption: "age".to_owned(),
-        recipients: settings.recipients.iter().map(|r| r.to_string()).collect(),
-        volume,
-        objects,
-    };
+    let finished_at = Utc::now();
+    let manifests: Vec<Manifest> = objects
+        .into_iter()
+        .map(|objects| Manifest {
+            format_version: FORMAT_VERSION,
+            snapshot_id: id.clone(),
+            job: settings.job.clone(),
+            source: plan.identity.clone(),
+            lifeboat_version: crate::VERSION.to_owned(),
+            started_at,
+            finished_at,
+            compression: "zstd".to_owned(),
+            compression_level: settings.compression.level,
+            encryption: "age".to_owned(),
+            recipients: settings.recipients.iter().map(|r| r.to_string()).collect(),
+            volume: volume.clone(),
+            objects,
+        })
+        .collect();
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
     }
-    // LAST: only now does the snapshot exist.
-    store
-        .put_small(
-            &manifest_key(&settings.job, &id),
-            Bytes::from(manifest.to_json()),
-            &lock,
+    // LAST: only now does the snapshot exist, in each store once its manifest is there.
+    let manifest_key = manifest_key(&settings.job, &id);
+    all_ok(
+        join_all(
+            targets
+                .iter()
+                .zip(&locks)
+                .zip(&manifests)
+                .map(|((t, lock), manifest)| {
+                    t.store
+                        .put_small(&manifest_key, Bytes::from(manifest.to_json()), lock)
+                }),
         )
-        .await?;
+        .await,
+    )?;
     let duration = started.elapsed();
+    let Some(manifest) = manifests.into_iter().next() else {
+        return Err(BackupError::Internal("no manifest was built".to_owned()));
+    };
     tracing::debug!(job = %settings.job, snapshot = %id, stored_bytes = manifest.stored_bytes(), payload_bytes = manifest.payload_bytes(), duration_s = duration.as_secs_f64(), "Backup completed.");
     Ok(BackupReport {
         snapshot,
         manifest,
+        stores: store_names,
         duration,
     })
+}
+
+/// Every result, or the first error (the others are logged: each names its store).
+fn all_ok<T>(results: Vec<Result<T, StoreError>>) -> Result<Vec<T>, BackupError> {
+    let mut out = Vec::with_capacity(results.len());
+    let mut first = None;
+    for r in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) if first.is_none() => first = Some(e),
+            Err(e) => tracing::error!(error = %e, "Another store failed as well."),
+        }
+    }
+    match first {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
 }
 
 fn entry(spec: &StreamSpec, report: &EncodeReport, receipt: PutReceipt) -> ObjectEntry {
@@ -222,17 +298,33 @@ fn entry(spec: &StreamSpec, report: &EncodeReport, receipt: PutReceipt) -> Objec
     }
 }
 
-/// Streams one source stream through the encoder into the store. The upload is committed only after the
-/// encoder finished AND the producer exited cleanly; otherwise the store aborts it.
+/// Sends every chunk from the encoder to each store's upload, in order (the slowest store sets the pace). Stops
+/// at the first store that stopped receiving; dropping the senders then makes every other upload abort.
+async fn fan_out(
+    mut from_encoder: PartReceiver,
+    to_stores: Vec<mpsc::Sender<Chunk>>,
+) -> Result<(), ()> {
+    while let Some(chunk) = from_encoder.recv().await {
+        for tx in &to_stores {
+            if tx.send(chunk.clone()).await.is_err() {
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams one source stream through the encoder into every target store. The uploads are committed only after
+/// the encoder finished AND the producer exited cleanly; otherwise every store aborts its upload.
 async fn store_stream<Src: Source, S: WriteStore>(
     source: &Src,
-    store: &S,
+    targets: &[Target<S>],
+    locks: &[LockSpec],
     settings: &BackupSettings,
     spec: &StreamSpec,
     key: &str,
-    lock: &LockSpec,
     cancel: &CancellationToken,
-) -> Result<(EncodeReport, PutReceipt, crate::source::StreamMeta), BackupError> {
+) -> Result<(EncodeReport, Vec<PutReceipt>, crate::source::StreamMeta), BackupError> {
     let open = source.open(spec).await?;
     let (tx, rx) = mpsc::channel::<Chunk>(1);
     let recipients = settings.recipients.clone();
@@ -274,32 +366,44 @@ async fn store_stream<Src: Source, S: WriteStore>(
     };
     // Cancellation must not wait for the producer: a pg_dump stuck on a lock may never write again.
     // Dropping `produce` drops `finish`, which kills pg_dump; its pipe closes, the encoder ends without
-    // a Commit, and the upload (still polled below) sees the channel close and aborts.
+    // a Commit, and the uploads (still polled below) see their channels close and abort.
     let produce = async {
         tokio::select! {
             produced = produce => produced,
             () = cancel.cancelled() => Err(BackupError::Cancelled),
         }
     };
-    let (uploaded, produced) = tokio::join!(store.put_stream(key, rx, lock), produce);
-    let (report, meta, receipt) = match (produced, uploaded) {
-        (Ok((report, meta)), Ok(receipt)) => (report, meta, receipt),
-        // The encoder only fails to hand over parts because the store stopped: report the store's error.
-        (Err(BackupError::Pipeline { .. }), Err(store_error)) => return Err(store_error.into()),
-        // Otherwise the producer's failure explains the aborted upload better than the abort itself.
-        (Err(e), _) => return Err(e),
-        (Ok(_), Err(store_error)) => return Err(store_error.into()),
-    };
-    if receipt.size != report.stored_bytes {
-        return Err(BackupError::Store(StoreError::Backend {
-            store: store.name().to_owned(),
-            op: "verify size",
-            key: key.to_owned(),
-            message: format!(
-                "store reports {} bytes, encoder wrote {}",
-                receipt.size, report.stored_bytes
-            ),
-        }));
+    let mut senders = Vec::with_capacity(targets.len());
+    let mut uploads = Vec::with_capacity(targets.len());
+    for (t, lock) in targets.iter().zip(locks) {
+        let (store_tx, store_rx) = mpsc::channel::<Chunk>(1);
+        senders.push(store_tx);
+        uploads.push(t.store.put_stream(key, store_rx, lock));
     }
-    Ok((report, receipt, meta))
+    let (uploaded, produced, _) = tokio::join!(join_all(uploads), produce, fan_out(rx, senders));
+    let uploaded = all_ok(uploaded);
+    let (report, meta, receipts) = match (produced, uploaded) {
+        (Ok((report, meta)), Ok(receipts)) => (report, meta, receipts),
+        // The encoder only fails to hand over parts because a store stopped: report the store's error.
+        (Err(BackupError::Pipeline { .. } | BackupError::Internal(_)), Err(store_error)) => {
+            return Err(store_error)
+        }
+        // Otherwise the producer's failure explains the aborted uploads better than the aborts themselves.
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(store_error)) => return Err(store_error),
+    };
+    for (t, receipt) in targets.iter().zip(&receipts) {
+        if receipt.size != report.stored_bytes {
+            return Err(BackupError::Store(StoreError::Backend {
+                store: t.store.name().to_owned(),
+                op: "verify size",
+                key: key.to_owned(),
+                message: format!(
+                    "store reports {} bytes, encoder wrote {}",
+                    receipt.size, report.stored_bytes
+                ),
+            }));
+        }
+    }
+    Ok((report, receipts, meta))
 }

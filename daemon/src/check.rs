@@ -80,7 +80,7 @@ pub async fn run_checks(config: &Config) -> Vec<Probe> {
         }
     }
     for (name, job) in &config.jobs {
-        if let Some(store_cfg) = config.stores.get(&job.store) {
+        for store_cfg in job.stores.iter().filter_map(|s| config.stores.get(s)) {
             let findings = independence::check(job, store_cfg);
             let what = format!("job {name}: independent of store {}", store_cfg.name);
             if !findings.errors.is_empty() {

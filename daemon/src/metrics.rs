@@ -36,6 +36,12 @@ struct StoreLabels {
     store: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct JobStoreLabels {
+    job: String,
+    store: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuditLabels {
     store: String,
@@ -81,6 +87,10 @@ pub struct Metrics {
     store_up: Family<StoreLabels, Gauge>,
     store_immutable: Family<StoreLabels, Gauge>,
     audit_probe_ok: Family<AuditLabels, Gauge>,
+    store_last_success: Family<JobStoreLabels, FloatGauge>,
+    store_failures: Family<JobStoreLabels, Counter>,
+    /// The (job, store) series created, so a removed job's series can go too.
+    job_stores: std::sync::Mutex<std::collections::BTreeSet<JobStoreLabels>>,
     audit_time: Family<StoreLabels, FloatGauge>,
     verify_last_success: Family<JobLabels, FloatGauge>,
     drill_duration: Family<JobLabels, FloatGauge>,
@@ -127,6 +137,9 @@ impl Metrics {
             store_up: Family::default(),
             store_immutable: Family::default(),
             audit_probe_ok: Family::default(),
+            store_last_success: Family::default(),
+            store_failures: Family::default(),
+            job_stores: std::sync::Mutex::default(),
             audit_time: Family::default(),
             verify_last_success: Family::default(),
             drill_duration: Family::default(),
@@ -193,6 +206,16 @@ impl Metrics {
             "lifeboat_store_audit_probe_ok",
             "1 if this probe of the store's last immutability audit passed, 0 if it failed",
             m.audit_probe_ok.clone(),
+        );
+        registry.register(
+            "lifeboat_backup_store_last_success_timestamp_seconds",
+            "When the newest complete snapshot of the job in this store finished (one series per store of the job)",
+            m.store_last_success.clone(),
+        );
+        registry.register(
+            "lifeboat_backup_store_failures",
+            "Backup attempts of the job that failed because of this store",
+            m.store_failures.clone(),
         );
         registry.register(
             "lifeboat_store_audit_timestamp_seconds",
@@ -303,6 +326,16 @@ impl Metrics {
                 stage,
             });
         }
+        if let Ok(mut series) = self.job_stores.lock() {
+            series.retain(|l| {
+                if l.job != name {
+                    return true;
+                }
+                self.store_last_success.remove(l);
+                self.store_failures.remove(l);
+                false
+            });
+        }
     }
 
     /// Removes the series of a store that left the configuration.
@@ -402,6 +435,32 @@ impl Metrics {
     /// A store probe's result.
     pub fn store_probed(&self, name: &str, up: bool) {
         self.store_up.get_or_create(&store(name)).set(i64::from(up));
+    }
+
+    /// A complete snapshot of `job` in `store`, finished at `finished` (the gauge never moves backwards).
+    pub fn store_snapshot(&self, job: &str, store: &str, finished: DateTime<Utc>) {
+        let labels = self.job_store(job, store);
+        let gauge = self.store_last_success.get_or_create(&labels);
+        if gauge.get() < seconds(finished) {
+            gauge.set(seconds(finished));
+        }
+    }
+
+    /// An attempt of `job` failed because of `store`.
+    pub fn store_failed(&self, job: &str, store: &str) {
+        let labels = self.job_store(job, store);
+        self.store_failures.get_or_create(&labels).inc();
+    }
+
+    fn job_store(&self, job: &str, store: &str) -> JobStoreLabels {
+        let labels = JobStoreLabels {
+            job: job.to_owned(),
+            store: store.to_owned(),
+        };
+        if let Ok(mut series) = self.job_stores.lock() {
+            series.insert(labels.clone());
+        }
+        labels
     }
 
     /// The result of a store's immutability audit.

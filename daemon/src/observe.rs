@@ -75,18 +75,31 @@ pub async fn probe(
         let Some(job) = config.jobs.get(name) else {
             continue;
         };
-        let observation = match built.get(&job.store) {
-            Some(store) if reachable.contains(&job.store) => {
-                match tokio::time::timeout(INVENTORY_TIMEOUT, job_inventory(store, name)).await {
-                    Ok(Ok(inventory)) => {
-                        for problem in &inventory.unreadable {
-                            tracing::warn!(job = %name, problem = %problem, "Snapshot ignored: its manifest cannot be read.");
-                        }
+        // The job is as fresh as its least fresh store: each store's newest snapshot is exported on its own, and
+        // the job's gauges and catch-up decision follow the oldest of them.
+        let mut oldest: Option<Option<lifeboat_core::snapshot::Manifest>> = None;
+        let mut unknown = false;
+        for (i, store_name) in job.stores.iter().enumerate() {
+            let Some(store) = built
+                .get(store_name)
+                .filter(|_| reachable.contains(store_name))
+            else {
+                unknown = true;
+                continue;
+            };
+            match tokio::time::timeout(INVENTORY_TIMEOUT, job_inventory(store, name)).await {
+                Ok(Ok(inventory)) => {
+                    for problem in &inventory.unreadable {
+                        tracing::warn!(job = %name, store = %store_name, problem = %problem, "Snapshot ignored: its manifest cannot be read.");
+                    }
+                    let newest = inventory.newest.map(|n| n.manifest);
+                    if let Some(m) = &newest {
+                        metrics.store_snapshot(name, store_name, m.finished_at);
+                    }
+                    // Drills and verifications record their results in the job's first store.
+                    if i == 0 {
                         for problem in &inventory.verifications.unreadable {
                             tracing::warn!(job = %name, problem = %problem, "Verification record ignored.");
-                        }
-                        if let Some(newest) = &inventory.newest {
-                            metrics.snapshot_complete(&newest.manifest);
                         }
                         let v = &inventory.verifications;
                         metrics.verification(
@@ -94,18 +107,31 @@ pub async fn probe(
                             v.last_passed.as_ref().map(|r| r.finished_at),
                             v.last_drill.as_ref().and_then(|r| r.restore_seconds),
                         );
-                        JobObservation::Known(inventory.newest.map(|n| n.manifest.started_at))
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(job = %name, store = %job.store, error = %e, "Cannot read the job's snapshots.");
-                        JobObservation::Unknown
-                    }
-                    Err(_) => {
-                        tracing::warn!(job = %name, store = %job.store, "Reading the job's snapshots timed out.");
-                        JobObservation::Unknown
+                    let older = match (&oldest, &newest) {
+                        (None, _) | (Some(Some(_)), None) => true,
+                        (Some(Some(have)), Some(new)) => new.started_at < have.started_at,
+                        (Some(None), _) => false,
+                    };
+                    if older {
+                        oldest = Some(newest);
                     }
                 }
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %name, store = %store_name, error = %e, "Cannot read the job's snapshots.");
+                    unknown = true;
+                }
+                Err(_) => {
+                    tracing::warn!(job = %name, store = %store_name, "Reading the job's snapshots timed out.");
+                    unknown = true;
+                }
             }
+        }
+        if let Some(Some(manifest)) = &oldest {
+            metrics.snapshot_complete(manifest);
+        }
+        let observation = match (unknown, oldest) {
+            (false, Some(newest)) => JobObservation::Known(newest.map(|m| m.started_at)),
             _ => JobObservation::Unknown,
         };
         observed.insert(name.clone(), observation);

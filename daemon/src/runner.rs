@@ -4,8 +4,8 @@
 use crate::audit::Audits;
 use crate::hooks::run_hook;
 use chrono::Utc;
-use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
-use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
+use lifeboat_config::{Config, JobConfig, SourceConfig, StoreConfig, StoreKind};
+use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings, Target};
 use lifeboat_core::independence;
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
@@ -29,8 +29,13 @@ pub enum JobError {
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
     /// The store failed its immutability audit and requires immutability (exit code 1).
-    #[error("{0}")]
-    NotImmutable(String),
+    #[error("{message}")]
+    NotImmutable {
+        /// The store.
+        store: String,
+        /// What failed, and the fixes.
+        message: String,
+    },
     /// The attempt ran past the job's `timeout` and was cancelled (exit code 1).
     #[error("timed out after {}s (the job's timeout) and was cancelled: no manifest was written", .0.as_secs())]
     TimedOut(std::time::Duration),
@@ -50,7 +55,19 @@ impl JobError {
             JobError::Backup(_)
             | JobError::Hook(_)
             | JobError::TimedOut(_)
-            | JobError::NotImmutable(_) => crate::EXIT_FAILED,
+            | JobError::NotImmutable { .. } => crate::EXIT_FAILED,
+        }
+    }
+
+    /// The store this attempt failed on, when a store was the cause.
+    pub fn failed_store(&self) -> Option<&str> {
+        match self {
+            JobError::NotImmutable { store, .. } => Some(store),
+            JobError::Backup(b) => match b.as_ref() {
+                BackupError::Store(e) | BackupError::NotImmutable(e) => Some(e.store()),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -59,9 +76,9 @@ impl JobError {
 pub struct PreparedJob {
     /// The source.
     pub source: AnySource,
-    /// The store.
-    pub store: AnyStore,
-    /// Pipeline and lock settings.
+    /// The stores every snapshot goes to, with their lock settings.
+    pub targets: Vec<Target<AnyStore>>,
+    /// Pipeline settings.
     pub settings: BackupSettings,
 }
 
@@ -79,12 +96,7 @@ pub fn job<'c>(config: &'c Config, name: &str) -> Result<&'c JobConfig, JobError
 /// Builds everything a job needs. Fails with [`JobError::Config`] on unusable settings or secrets.
 pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobError> {
     let job = job(config, name)?;
-    let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
-        JobError::Config(format!(
-            "job {name:?} names store {:?}, which is not configured",
-            job.store
-        ))
-    })?;
+    let store_cfgs = store_configs(config, job)?;
     let recipients =
         load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
     let source = match &job.source {
@@ -98,13 +110,26 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
                 .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
         ),
     };
-    let store = AnyStore::build(store_cfg)
-        .await
-        .map_err(|e| JobError::Config(format!("stores.{}: {e}", store_cfg.name)))?;
-    let part_size = match &store_cfg.kind {
-        StoreKind::S3(s3) => s3.part_size,
-        StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
-    };
+    let mut targets = Vec::with_capacity(store_cfgs.len());
+    for store_cfg in &store_cfgs {
+        let store = AnyStore::build(store_cfg)
+            .await
+            .map_err(|e| JobError::Config(format!("stores.{}: {e}", store_cfg.name)))?;
+        targets.push(Target {
+            store,
+            lock_mode: store_cfg.lock.mode,
+            retention: store_cfg.lock.retention,
+        });
+    }
+    // One part size for every store (the stream is cut once): the largest configured.
+    let part_size = store_cfgs
+        .iter()
+        .map(|c| match &c.kind {
+            StoreKind::S3(s3) => s3.part_size,
+            StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
+        })
+        .max()
+        .unwrap_or(lifeboat_config::DEFAULT_PART_SIZE);
     let settings = BackupSettings {
         job: name.to_owned(),
         compression: EncodeSettings {
@@ -113,14 +138,30 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
         },
         part_size,
         recipients: Arc::new(recipients),
-        lock_mode: store_cfg.lock.mode,
-        retention: store_cfg.lock.retention,
     };
     Ok(PreparedJob {
         source,
-        store,
+        targets,
         settings,
     })
+}
+
+/// The configs of a job's stores, in the job's order.
+pub fn store_configs<'c>(
+    config: &'c Config,
+    job: &JobConfig,
+) -> Result<Vec<&'c StoreConfig>, JobError> {
+    job.stores
+        .iter()
+        .map(|s| {
+            config.stores.get(s).ok_or_else(|| {
+                JobError::Config(format!(
+                    "job {:?} names store {s:?}, which is not configured",
+                    job.name
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Runs the `after` hook, if any. Its failure is logged as an error but does not undo a complete snapshot.
@@ -146,7 +187,7 @@ pub async fn run_job(
     let result = async {
         let mut prepared = prepare(config, name).await?;
         let job_cfg = job(config, name)?;
-        if let Some(store_cfg) = config.stores.get(&job_cfg.store) {
+        for store_cfg in store_configs(config, job_cfg)? {
             let findings = independence::check(job_cfg, store_cfg);
             for warning in &findings.warnings {
                 tracing::warn!(job = %name, store = %store_cfg.name, warning = %warning, "The store is not fully independent of the source.");
@@ -160,7 +201,10 @@ pub async fn run_job(
             audits
                 .gate(config, store_cfg)
                 .await
-                .map_err(JobError::NotImmutable)?;
+                .map_err(|message| JobError::NotImmutable {
+                    store: store_cfg.name.clone(),
+                    message,
+                })?;
         }
         let hooks = job_cfg.hooks.clone();
         if let Some(before) = &hooks.before {
@@ -171,7 +215,7 @@ pub async fn run_job(
         }
         let backup = run_backup(
             &mut prepared.source,
-            &prepared.store,
+            &prepared.targets,
             &prepared.settings,
             id.clone(),
             cancel,

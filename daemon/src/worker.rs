@@ -62,10 +62,16 @@ async fn attempts(
         match one_attempt(config, job, policy.timeout, &stops.cancel, audits).await {
             Ok(report) => {
                 metrics.snapshot_complete(&report.manifest);
+                for store in &report.stores {
+                    metrics.store_snapshot(job, store, report.manifest.finished_at);
+                }
                 return RunResult::success;
             }
-            Err(_) => {
+            Err(e) => {
                 metrics.attempt_failed(job);
+                if let Some(store) = e.failed_store() {
+                    metrics.store_failed(job, store);
+                }
                 if stops.cancel.is_cancelled() {
                     return RunResult::failure;
                 }

@@ -10,6 +10,7 @@ mod config_errors;
 mod daemon;
 mod deploy_manifests;
 mod failures;
+mod fan_out;
 mod large;
 mod pgpass;
 mod physical;

@@ -13,8 +13,8 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// length can reach S3's 5 TiB object limit within 10,000 parts.
 const PARTS_PER_STEP: u32 = 1000;
 
-/// A message from the encoder to the uploader.
-#[derive(Debug)]
+/// A message from the encoder to the uploader (cloned cheaply for each store of a fan-out).
+#[derive(Debug, Clone)]
 pub enum Chunk {
     /// The next part, in order.
     Part(Bytes),

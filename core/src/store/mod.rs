@@ -187,6 +187,19 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// The name of the store that failed.
+    pub fn store(&self) -> &str {
+        match self {
+            StoreError::NotFound { store, .. }
+            | StoreError::AlreadyExists { store, .. }
+            | StoreError::LockNotEnabled { store, .. }
+            | StoreError::LockNotApplied { store, .. }
+            | StoreError::DeleteRefused { store, .. }
+            | StoreError::Aborted { store, .. }
+            | StoreError::Backend { store, .. } => store,
+        }
+    }
 }
 
 /// Read access: the reader/drill role.

@@ -142,10 +142,11 @@ async fn drill_job(
     identities: Identities,
     scratch: Option<&ConnParams>,
 ) -> Result<VerificationRecord, CliError> {
-    let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
+    let store_cfg = config.stores.get(job.primary_store()).ok_or_else(|| {
         CliError::Usage(format!(
             "job {} names an unknown store {}",
-            job.name, job.store
+            job.name,
+            job.primary_store()
         ))
     })?;
     let store = open_store(store_cfg).await?;

@@ -47,7 +47,7 @@ pub fn load_config(path: &Path) -> Result<Config, CliError> {
     lifeboat_config::load(path).map_err(|e| CliError::Usage(format!("invalid configuration:\n{e}")))
 }
 
-/// Picks the store: `--store`, else the job's store, else the only configured store.
+/// Picks the store: `--store`, else the job's (first) store, else the only configured store.
 pub fn select_store<'c>(
     config: &'c Config,
     store: Option<&str>,
@@ -63,7 +63,7 @@ pub fn select_store<'c>(
         });
     }
     if let Some(job) = job.and_then(|j| config.jobs.get(j)) {
-        if let Some(s) = config.stores.get(&job.store) {
+        if let Some(s) = config.stores.get(job.primary_store()) {
             return Ok(s);
         }
     }

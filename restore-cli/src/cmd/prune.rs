@@ -15,6 +15,9 @@ pub struct PruneArgs {
     /// Only this job (default: every job).
     #[arg(long)]
     job: Option<String>,
+    /// Only this store (default: every store of each job).
+    #[arg(long)]
+    store: Option<String>,
     /// Report what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
@@ -26,6 +29,7 @@ pub struct PruneArgs {
 #[derive(Serialize)]
 struct Row {
     job: String,
+    store: String,
     snapshot: String,
     keep: bool,
     reasons: Vec<String>,
@@ -78,13 +82,24 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
     let now = Utc::now();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut pairs = Vec::new();
     for job in jobs {
-        let store_cfg = config.stores.get(&job.store).ok_or_else(|| {
-            CliError::Usage(format!(
-                "job {} names an unknown store {}",
-                job.name, job.store
-            ))
-        })?;
+        for name in &job.stores {
+            if args.store.as_ref().is_some_and(|s| s != name) {
+                continue;
+            }
+            let store_cfg = config.stores.get(name).ok_or_else(|| {
+                CliError::Usage(format!("job {} names an unknown store {name}", job.name))
+            })?;
+            pairs.push((job, store_cfg));
+        }
+    }
+    if let (Some(store), true) = (&args.store, pairs.is_empty()) {
+        return Err(CliError::Usage(format!(
+            "no job writes to store {store:?}; check --store (and --job)"
+        )));
+    }
+    for (job, store_cfg) in pairs {
         let store = open_store(store_cfg).await?;
         let policy = policy_of(job);
         let min_keep = usize::try_from(job.retention.min).unwrap_or(usize::MAX);
@@ -107,6 +122,7 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
         for d in decided.decisions {
             let mut row = Row {
                 job: job.name.clone(),
+                store: store_cfg.name.clone(),
                 snapshot: d.item.snapshot.id.to_string(),
                 keep: d.keep,
                 reasons: d
@@ -143,9 +159,10 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
                 (false, false, Some(_)) => "FAILED",
             };
             println!(
-                "{action} {}/{} {}{}",
+                "{action} {}/{} in {} {}{}",
                 r.job,
                 r.snapshot,
+                r.store,
                 if r.reasons.is_empty() {
                     String::new()
                 } else {
