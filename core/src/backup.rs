@@ -48,15 +48,14 @@ pub struct Target<S> {
 }
 
 impl<S: WriteStore> Target<S> {
-    fn lock(&self, started_at: chrono::DateTime<Utc>) -> Result<LockSpec, BackupError> {
+    fn lock(&self, started_at: chrono::DateTime<Utc>) -> Result<LockSpec, String> {
         Ok(LockSpec {
             mode: self.lock_mode,
             retain_until: match (self.lock_mode, self.retention) {
                 (LockMode::None, _) | (_, None) => None,
                 (_, Some(r)) => {
-                    let until = started_at
-                        + chrono::Duration::from_std(r)
-                            .map_err(|e| BackupError::Internal(e.to_string()))?;
+                    let until =
+                        started_at + chrono::Duration::from_std(r).map_err(|e| e.to_string())?;
                     // Stores keep whole seconds; ask for exactly what they can record.
                     chrono::DateTime::from_timestamp(until.timestamp(), 0)
                 }
@@ -141,7 +140,8 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     let locks = targets
         .iter()
         .map(|t| t.lock(started_at))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BackupError::Internal)?;
     let store_names: Vec<String> = targets.iter().map(|t| t.store.name().to_owned()).collect();
     tracing::debug!(job = %settings.job, snapshot = %id, stores = ?store_names, streams = plan.streams.len(), "Backup started.");
 
@@ -264,7 +264,7 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
 }
 
 /// Every result, or the first error (the others are logged: each names its store).
-fn all_ok<T>(results: Vec<Result<T, StoreError>>) -> Result<Vec<T>, BackupError> {
+fn all_ok<T>(results: Vec<Result<T, StoreError>>) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::with_capacity(results.len());
     let mut first = None;
     for r in results {
@@ -275,7 +275,7 @@ fn all_ok<T>(results: Vec<Result<T, StoreError>>) -> Result<Vec<T>, BackupError>
         }
     }
     match first {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(out),
     }
 }
@@ -386,11 +386,11 @@ async fn store_stream<Src: Source, S: WriteStore>(
         (Ok((report, meta)), Ok(receipts)) => (report, meta, receipts),
         // The encoder only fails to hand over parts because a store stopped: report the store's error.
         (Err(BackupError::Pipeline { .. } | BackupError::Internal(_)), Err(store_error)) => {
-            return Err(store_error)
+            return Err(store_error.into())
         }
         // Otherwise the producer's failure explains the aborted uploads better than the aborts themselves.
         (Err(e), _) => return Err(e),
-        (Ok(_), Err(store_error)) => return Err(store_error),
+        (Ok(_), Err(store_error)) => return Err(store_error.into()),
     };
     for (t, receipt) in targets.iter().zip(&receipts) {
         if receipt.size != report.stored_bytes {

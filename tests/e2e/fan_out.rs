@@ -52,8 +52,8 @@ async fn two_stores_get_identical_bytes_and_one_store_down_fails_the_snapshot() 
     let run = lifeboatd(&config, &["run", "app"]);
     run.expect_code(0);
     let id = run.stdout.trim().to_owned();
-    assert_eq!(ids(&config, "offsite"), [id.clone()]);
-    assert_eq!(ids(&config, "local"), [id.clone()]);
+    assert_eq!(ids(&config, "offsite"), std::slice::from_ref(&id));
+    assert_eq!(ids(&config, "local"), std::slice::from_ref(&id));
 
     // Every data object is the same bytes in both stores; each manifest records its own store's versions.
     let snapshot = local.join("snapshots/app").join(&id);
@@ -142,12 +142,12 @@ async fn two_stores_get_identical_bytes_and_one_store_down_fails_the_snapshot() 
     assert!(run.stderr.contains("store down"), "{}", run.stderr);
     assert_eq!(
         ids(&config, "offsite"),
-        [id.clone()],
+        std::slice::from_ref(&id),
         "no new manifest in a healthy store"
     );
     assert_eq!(
         ids(&config, "local"),
-        [id.clone()],
+        std::slice::from_ref(&id),
         "no new manifest in a healthy store"
     );
     let leftovers: Vec<_> = walkdir(&local)
