@@ -2,6 +2,7 @@
 //! Both binaries (`lifeboatd`, `lifeboat`) link it; it never parses arguments, exports metrics or builds a runtime.
 
 pub mod backup;
+pub mod copy;
 pub mod drill;
 pub mod extract;
 pub mod independence;

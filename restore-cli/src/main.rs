@@ -62,6 +62,11 @@ enum Command {
         after_help = "Examples:\n  lifeboat --config admin.toml prune --dry-run\n  lifeboat --config admin.toml prune --job main-db --json\n\nNever deletes a snapshot whose lock is in force, the newest one, or the newest keep_min (default 3).\nA snapshot's manifest is deleted first, so an interrupted prune never leaves a listed snapshot behind\nthat cannot be restored."
     )]
     Prune(cmd::prune::PruneArgs),
+    /// Copy a snapshot to another store without decrypting it (seed a new store, repair a second copy).
+    #[command(
+        after_help = "Examples:\n  lifeboat copy main-db/latest --to other-cloud\n  lifeboat copy main-db/20261126T011530Z-k3v9qa --from offsite --to other-cloud --json\n\nEvery object is streamed in its stored (encrypted) form and checked against the manifest's SHA-256\nbefore its upload completes; the target's manifest is written last, so an interrupted copy leaves no\nlisted snapshot behind, and running it again keeps the objects already copied. Objects are locked with\nthe target store's lock_mode and retention, counted from the copy."
+    )]
+    Copy(cmd::copy::CopyArgs),
     /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
     #[command(
         after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd::verify::run(&args.config, a).await,
             Command::Drill(a) => cmd::drill::run(&args.config, a).await,
             Command::Prune(a) => cmd::prune::run(&args.config, a).await,
+            Command::Copy(a) => cmd::copy::run(&args.config, a).await,
             Command::Keygen(a) => cmd::keygen::run(a),
             Command::Store(a) => cmd::store::run(&args.config, a).await,
         }

@@ -7,6 +7,7 @@ mod break_glass;
 mod cancel;
 mod common;
 mod config_errors;
+mod copy;
 mod daemon;
 mod deploy_manifests;
 mod failures;

@@ -1,6 +1,7 @@
 //! One module per `lifeboat` subcommand, plus the shared error type and store selection.
 //! Each maps arguments to `lifeboat-core` calls and results to human or `--json` output.
 
+pub mod copy;
 pub mod drill;
 pub mod keygen;
 pub mod prune;
