@@ -5,8 +5,8 @@ use crate::pipeline::{
     encode, encode_to_vec, Chunk, EncodeReport, EncodeSettings, PartWriter, PipelineError,
 };
 use crate::snapshot::{
-    manifest_key, object_key, Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotId,
-    SnapshotRef, FORMAT_VERSION,
+    manifest_key, object_key, signature_key, Catalog, LockInfo, Manifest, ManifestSigner,
+    ObjectEntry, ObjectKind, SnapshotId, SnapshotRef, FORMAT_VERSION,
 };
 use crate::source::{Source, SourceError, StreamSpec};
 use crate::store::{LockSpec, PutReceipt, StoreError, WriteStore};
@@ -34,6 +34,8 @@ pub struct BackupSettings {
     pub lock_mode: LockMode,
     /// Lock period from the snapshot's start.
     pub retention: Option<Duration>,
+    /// Signs the manifest (`manifest.json.sig`); `None` writes it unsigned.
+    pub signer: Option<Arc<ManifestSigner>>,
 }
 
 /// The result of a successful backup.
@@ -187,13 +189,21 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
     }
+    let manifest_json = Bytes::from(manifest.to_json());
+    // The signature covers the exact manifest bytes and goes first, so the manifest is still the last object.
+    if let Some(signer) = &settings.signer {
+        let signature = signer.sign(&manifest_json);
+        store
+            .put_small(
+                &signature_key(&settings.job, &id),
+                Bytes::copy_from_slice(&signature),
+                &lock,
+            )
+            .await?;
+    }
     // LAST: only now does the snapshot exist.
     store
-        .put_small(
-            &manifest_key(&settings.job, &id),
-            Bytes::from(manifest.to_json()),
-            &lock,
-        )
+        .put_small(&manifest_key(&settings.job, &id), manifest_json, &lock)
         .await?;
     let duration = started.elapsed();
     tracing::debug!(job = %settings.job, snapshot = %id, stored_bytes = manifest.stored_bytes(), payload_bytes = manifest.payload_bytes(), duration_s = duration.as_secs_f64(), "Backup completed.");

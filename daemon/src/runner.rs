@@ -5,9 +5,10 @@ use crate::hooks::run_hook;
 use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig, StoreKind};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings};
+use lifeboat_core::inventory::install_trusted_keys;
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
-use lifeboat_core::snapshot::SnapshotId;
+use lifeboat_core::snapshot::{ManifestSigner, SnapshotId, TrustedKeys};
 use lifeboat_core::source::{AnySource, PhysicalSource, PostgresSource, VolumeSource};
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
@@ -79,6 +80,10 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     })?;
     let recipients =
         load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
+    let signer = signing(config)?;
+    if signer.is_none() {
+        tracing::warn!(job = %name, "No [encryption] signing_key_file: this snapshot's manifest will be unsigned, and restoring it will need --allow-unsigned.");
+    }
     let source = match &job.source {
         SourceConfig::Postgres(pg) => AnySource::Postgres(
             PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
@@ -107,12 +112,27 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
         recipients: Arc::new(recipients),
         lock_mode: store_cfg.lock.mode,
         retention: store_cfg.lock.retention,
+        signer,
     };
     Ok(PreparedJob {
         source,
         store,
         settings,
     })
+}
+
+/// Loads the manifest-signing key (if configured) and installs the keys the staleness inventory trusts, so a
+/// reloaded configuration takes effect with the next run. A configured key that does not load is a config error.
+pub fn signing(config: &Config) -> Result<Option<Arc<ManifestSigner>>, JobError> {
+    let signer = ManifestSigner::from_config(&config.encryption)
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    let mut trusted = TrustedKeys::from_config(&config.encryption)
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    if let Some(signer) = &signer {
+        trusted.add_signer(signer);
+    }
+    install_trusted_keys(trusted);
+    Ok(signer.map(Arc::new))
 }
 
 /// Runs the `after` hook, if any. Its failure is logged as an error but does not undo a complete snapshot.

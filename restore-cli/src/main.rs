@@ -64,7 +64,7 @@ enum Command {
     Prune(cmd::prune::PruneArgs),
     /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
     #[command(
-        after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
+        after_help = "Examples:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients\n  lifeboat keygen --signing --output /etc/lifeboat/signing.pem   # daemon's signing_key_file; put the printed ed25519:… key in signing_public_keys"
     )]
     Keygen(cmd::keygen::KeygenArgs),
     /// Set up a store's bucket (admin credentials): `store init STORE` creates or checks it and prints policies.
