@@ -14,6 +14,7 @@ mod large;
 mod pgpass;
 mod physical;
 mod prune;
+mod signing;
 mod store_init;
 mod store_suite;
 mod systemd_unit;

@@ -167,7 +167,13 @@ pub fn volume_job_toml(name: &str, store: &str, path: &Path, extra: &str) -> Str
 /// `ed25519:…` public key.
 pub fn signing_key(dir: &Path) -> (PathBuf, String) {
     let path = dir.join("signing.pem");
-    let signer = if path.is_file() {
+    let signer = test_signer(dir);
+    (path, signer.public_key())
+}
+
+fn test_signer(dir: &Path) -> ManifestSigner {
+    let path = dir.join("signing.pem");
+    if path.is_file() {
         let pem = std::fs::read_to_string(&path).expect("read signing key");
         ManifestSigner::from_pem("test signing key", &Secret::new(pem)).expect("parse signing key")
     } else {
@@ -175,8 +181,13 @@ pub fn signing_key(dir: &Path) -> (PathBuf, String) {
         let pem = signer.to_pem().expect("encode signing key");
         std::fs::write(&path, pem.expose()).expect("write signing key");
         signer
-    };
-    (path, signer.public_key())
+    }
+}
+
+/// Signs `manifest` (the exact bytes of a `manifest.json`) with the test directory's signing key, as the daemon
+/// would: the contents of its `manifest.json.sig`.
+pub fn sign_manifest(dir: &Path, manifest: &[u8]) -> Vec<u8> {
+    test_signer(dir).sign(manifest).to_vec()
 }
 
 /// Writes a complete config file: the given store and job tables plus `[encryption]` for `recipient`, with a
