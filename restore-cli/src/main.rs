@@ -62,7 +62,7 @@ enum Command {
         after_help = "Examples:\n  lifeboat --config admin.toml prune --dry-run\n  lifeboat --config admin.toml prune --job main-db --json\n\nNever deletes a snapshot whose lock is in force, the newest one, or the newest keep_min (default 3).\nA snapshot's manifest is deleted first, so an interrupted prune never leaves a listed snapshot behind\nthat cannot be restored."
     )]
     Prune(cmd::prune::PruneArgs),
-    /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
+    /// Generate an age identity (or, with --signing, the daemon's Ed25519 manifest-signing key) into a new file (mode 0600) and print its public key.
     #[command(
         after_help = "Examples:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients\n  lifeboat keygen --signing --output /etc/lifeboat/signing.pem   # daemon's signing_key_file; put the printed ed25519:… key in signing_public_keys"
     )]

@@ -314,8 +314,8 @@ async fn backup_to_s3_is_locked_in_compliance_mode_and_restores_identically() {
         let versions = listed.versions();
         assert_eq!(
             versions.len(),
-            4,
-            "{}: globals, dump, catalog, manifest: {versions:?}",
+            5,
+            "{}: globals, dump, catalog, manifest signature, manifest: {versions:?}",
             tier.name
         );
         for v in versions {
