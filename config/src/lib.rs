@@ -40,8 +40,9 @@ pub use error::{ConfigError, ConfigErrors, ScheduleError};
 pub use types::{
     AgeRecipient, CompressionConfig, Config, DaemonConfig, Databases, DrillConfig,
     EncryptionConfig, FsConfig, Hooks, JobConfig, JobDrill, LockConfig, LockMode, PostgresJob,
-    Retention, RunPolicy, S3Config, Schedule, SecretRef, SourceConfig, StoreConfig, StoreKind,
-    VolumeJob, DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_RETRY_BACKOFF, MIN_PART_SIZE,
+    Retention, RunPolicy, S3Config, Schedule, SecretRef, SigningPublicKey, SourceConfig,
+    StoreConfig, StoreKind, VolumeJob, DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_RETRY_BACKOFF,
+    MIN_PART_SIZE,
 };
 
 use error::Diagnostics;

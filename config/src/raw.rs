@@ -61,7 +61,13 @@ pub(crate) const DRILL_KEYS: &[&str] = &[
 pub(crate) const JOB_DRILL_KEYS: &[&str] = &["checks", "database"];
 
 /// Keys of `[encryption]`.
-pub(crate) const ENCRYPTION_KEYS: &[&str] = &["recipients", "recipients_file"];
+pub(crate) const ENCRYPTION_KEYS: &[&str] = &[
+    "recipients",
+    "recipients_file",
+    "signing_key_file",
+    "signing_key_env",
+    "signing_public_keys",
+];
 
 /// Keys every `[jobs.NAME]` accepts, whatever its kind.
 pub(crate) const JOB_COMMON_KEYS: &[&str] = &[
@@ -172,6 +178,9 @@ pub(crate) struct RawStore {
 pub(crate) struct RawEncryption {
     pub recipients: Option<Spanned<OneOrMany>>,
     pub recipients_file: Option<Spanned<OneOrMany>>,
+    pub signing_key_file: Option<Spanned<String>>,
+    pub signing_key_env: Option<Spanned<String>>,
+    pub signing_public_keys: Option<Spanned<OneOrMany>>,
 }
 
 /// `[jobs.NAME]`, all kinds flattened into one table; validation rejects keys of the wrong kind.

@@ -1380,3 +1380,110 @@ fn every_key_is_documented() {
         "keys missing from docs/configuration.md: {missing:?}"
     );
 }
+
+/// RFC 8032 test 1's public key (raw 32 bytes, standard base64).
+const SIGNING_PK: &str = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+#[test]
+fn signing_keys_parse() {
+    let text = insert_after(
+        &base_config(),
+        "recipients =",
+        &format!(
+            "signing_key_file = \"keys/signing.pem\"\nsigning_public_keys = [\"{SIGNING_PK}\", \" {SIGNING_PK} \"]"
+        ),
+    );
+    let config = parse_ok(&text);
+    assert_eq!(
+        config.encryption.signing_key,
+        Some(SecretRef::File(PathBuf::from(
+            "/etc/lifeboat/keys/signing.pem"
+        )))
+    );
+    let keys = &config.encryption.signing_public_keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].text, SIGNING_PK);
+    assert_eq!(keys[1].text, SIGNING_PK);
+    assert_eq!(keys[0].bytes[..4], [0xd7, 0x5a, 0x98, 0x01]);
+
+    let text = insert_after(
+        &base_config(),
+        "recipients =",
+        &format!(
+            "signing_key_env = \"LIFEBOAT_SIGNING_KEY\"\nsigning_public_keys = \"{SIGNING_PK}\""
+        ),
+    );
+    let config = parse_ok(&text);
+    assert_eq!(
+        config.encryption.signing_key,
+        Some(SecretRef::Env("LIFEBOAT_SIGNING_KEY".into()))
+    );
+    assert_eq!(config.encryption.signing_public_keys.len(), 1);
+
+    // Neither is required: unsigned mode.
+    let config = parse_ok(&base_config());
+    assert_eq!(config.encryption.signing_key, None);
+    assert!(config.encryption.signing_public_keys.is_empty());
+}
+
+#[test]
+fn bad_signing_public_keys_name_the_key_and_the_fix() {
+    let pem = "-----BEGIN PRIVATE KEY-----MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF-----END PRIVATE KEY-----";
+    let text = insert_after(
+        &base_config(),
+        "recipients =",
+        &format!(
+            "signing_public_keys = [\"{SIGNING_PK}\", \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\", \
+             \"ed25519:not base64!\", \"ed25519:AAAA\", \"{pem}\", 7]"
+        ),
+    );
+    let errors = parse_err(&text);
+    let line = Some(line_of(&text, "signing_public_keys"));
+    let e = error_for(&errors, "encryption.signing_public_keys[1]");
+    assert_eq!(e.line, line);
+    assert!(e.message.contains("must start with \"ed25519:\""), "{e}");
+    assert!(e.hint.as_deref().unwrap().contains("openssl pkey"), "{e}");
+    let e = error_for(&errors, "encryption.signing_public_keys[2]");
+    assert!(e.message.contains("base64"), "{e}");
+    let e = error_for(&errors, "encryption.signing_public_keys[3]");
+    assert!(e.message.contains("32 bytes"), "{e}");
+    assert!(e.message.contains("decodes to 3"), "{e}");
+    let e = error_for(&errors, "encryption.signing_public_keys[4]");
+    assert!(e.message.contains("private key"), "{e}");
+    error_for(&errors, "encryption.signing_public_keys[5]");
+    assert!(errors
+        .errors()
+        .iter()
+        .all(|e| e.key != "encryption.signing_public_keys[0]"));
+    let shown = format!("{errors}\n{errors:?}");
+    assert!(!shown.contains("MC4CAQAw"), "{shown}");
+}
+
+#[test]
+fn signing_key_is_a_secret_reference() {
+    let text = insert_after(
+        &base_config(),
+        "recipients =",
+        "signing_key_env = \"S\"\nsigning_key_file = \"/run/signing.pem\"",
+    );
+    let errors = parse_err(&text);
+    let e = error_for(&errors, "encryption.signing_key_file");
+    assert!(
+        e.message
+            .contains("both `signing_key_env` and `signing_key_file`"),
+        "{e}"
+    );
+
+    let text = insert_after(
+        &base_config(),
+        "recipients =",
+        "signing_key_env = \"-----BEGIN PRIVATE KEY----- MC4CAQAw\"",
+    );
+    let errors = parse_err(&text);
+    let e = error_for(&errors, "encryption.signing_key_env");
+    assert!(
+        e.message.contains("not a valid environment variable name"),
+        "{e}"
+    );
+    assert!(!format!("{errors}\n{errors:?}").contains("MC4CAQAw"));
+}

@@ -210,6 +210,21 @@ pub struct EncryptionConfig {
     /// Files of recipients, one `age1…` per line, `#` comments allowed, as `age -R` reads them
     /// (key `recipients_file`, string or list; absolute). Not read by this crate.
     pub recipients_files: Vec<PathBuf>,
+    /// The daemon's Ed25519 manifest-signing key, a PKCS#8 PEM as `openssl genpkey -algorithm ed25519` writes
+    /// it (keys `signing_key_file` / `signing_key_env`). `None`: manifests are written unsigned.
+    pub signing_key: Option<SecretRef>,
+    /// Public keys whose manifest signatures readers trust (key `signing_public_keys`, `ed25519:<base64>`).
+    pub signing_public_keys: Vec<SigningPublicKey>,
+}
+
+/// One Ed25519 public key that may sign manifests: `ed25519:` followed by the standard base64 of the 32 raw
+/// key bytes (`openssl pkey -in signing.pem -pubout -outform DER | tail -c 32 | base64`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SigningPublicKey {
+    /// The key as written (`ed25519:…`).
+    pub text: String,
+    /// The 32 raw key bytes (length checked; whether they are a valid curve point is checked by the reader).
+    pub bytes: [u8; 32],
 }
 
 /// One age X25519 public key.

@@ -25,7 +25,7 @@ use crate::types::{
 };
 use crate::values::{
     check_bucket, check_endpoint, human_size, inspect_pg_url, normalise_prefix, parse_recipient,
-    parse_size, valid_name,
+    parse_signing_public_key, parse_size, valid_name,
 };
 
 const ONE_DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -962,6 +962,33 @@ impl Validator<'_> {
                 }
             }
         }
+        let signing_key = match self.secret(
+            &section.path,
+            "signing_key",
+            raw.signing_key_env.as_ref(),
+            raw.signing_key_file.as_ref(),
+        ) {
+            Got::Absent => None,
+            Got::Value(secret) => Some(secret),
+            Got::Bad => {
+                ok = false;
+                None
+            }
+        };
+        let mut signing_public_keys = Vec::new();
+        if let Some(list) = &raw.signing_public_keys {
+            let (items, items_ok) = self.strings(&section.key("signing_public_keys"), list);
+            ok &= items_ok;
+            for (key, text, text_span) in items {
+                match parse_signing_public_key(&text) {
+                    Ok(k) => signing_public_keys.push(k),
+                    Err((message, hint)) => {
+                        ok = false;
+                        self.error(key, text_span, message, Some(hint));
+                    }
+                }
+            }
+        }
         let nothing_given =
             is_empty(raw.recipients.as_ref()) && is_empty(raw.recipients_file.as_ref());
         if nothing_given
@@ -987,6 +1014,8 @@ impl Validator<'_> {
         ok.then_some(EncryptionConfig {
             recipients,
             recipients_files,
+            signing_key,
+            signing_public_keys,
         })
     }
 

@@ -1,7 +1,8 @@
 //! Pure checks and parsers for single values: names, prefixes, buckets, endpoints, sizes, age recipients and
 //! PostgreSQL connection strings. Their errors never contain a value that could be a secret.
 
-use crate::types::{AgeRecipient, GIB, MIB};
+use crate::types::{AgeRecipient, SigningPublicKey, GIB, MIB};
+use base64::Engine;
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.
 pub(crate) fn valid_name(name: &str) -> bool {
@@ -305,6 +306,52 @@ pub(crate) fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The prefix of a signing public key in the configuration.
+pub(crate) const SIGNING_KEY_PREFIX: &str = "ed25519:";
+
+/// Parses one `signing_public_keys` entry: `ed25519:` + standard base64 of 32 bytes. Errors never contain the
+/// entry: it may be a private key pasted by mistake.
+pub(crate) fn parse_signing_public_key(text: &str) -> Result<SigningPublicKey, (String, String)> {
+    const DERIVE: &str = "derive it from the daemon's key with `openssl pkey -in signing.pem -pubout -outform DER | \
+                          tail -c 32 | base64` and write \"ed25519:\" before it (`lifeboat keygen --signing` \
+                          prints it too)";
+    let text = text.trim();
+    if text.contains("PRIVATE KEY") {
+        return Err((
+            "this is a private key, not a public key (the value is not shown); readers must never hold it".into(),
+            format!("replace it with the public key: {DERIVE}; rotate the key if this file was shared"),
+        ));
+    }
+    let Some(encoded) = text.strip_prefix(SIGNING_KEY_PREFIX) else {
+        return Err((
+            "not an Ed25519 signing public key: it must start with \"ed25519:\" (the value is not shown)".into(),
+            DERIVE.into(),
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| {
+            (
+                "the text after \"ed25519:\" is not standard base64 (the value is not shown)"
+                    .into(),
+                DERIVE.to_owned(),
+            )
+        })?;
+    let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        (
+            format!(
+                "an Ed25519 public key is 32 bytes, this one decodes to {} (the value is not shown)",
+                bytes.len()
+            ),
+            format!("{DERIVE}; `tail -c 32` keeps only the raw key of the DER document"),
+        )
+    })?;
+    Ok(SigningPublicKey {
+        text: text.to_owned(),
+        bytes,
+    })
 }
 
 #[cfg(test)]

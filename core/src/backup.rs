@@ -8,8 +8,8 @@ use crate::pipeline::{
     PipelineError,
 };
 use crate::snapshot::{
-    manifest_key, object_key, Catalog, LockInfo, Manifest, ObjectEntry, ObjectKind, SnapshotId,
-    SnapshotRef, FORMAT_VERSION,
+    manifest_key, object_key, signature_key, Catalog, LockInfo, Manifest, ManifestSigner,
+    ObjectEntry, ObjectKind, SnapshotId, SnapshotRef, FORMAT_VERSION,
 };
 use crate::source::{Source, SourceError, StreamSpec};
 use crate::store::{LockSpec, PutReceipt, StoreError, WriteStore};
@@ -34,6 +34,8 @@ pub struct BackupSettings {
     pub part_size: u64,
     /// age recipients (public keys only).
     pub recipients: Arc<Vec<age::x25519::Recipient>>,
+    /// Signs each manifest (`manifest.json.sig`); `None` writes them unsigned.
+    pub signer: Option<Arc<ManifestSigner>>,
 }
 
 /// One store a snapshot is written to, with that store's lock settings.
@@ -235,8 +237,11 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
     }
-    // LAST: only now does the snapshot exist, in each store once its manifest is there.
+    // LAST: only now does the snapshot exist, in each store once its manifest is there. A signature covers the
+    // exact manifest bytes and goes first, so the manifest is still the last object of the snapshot.
     let manifest_key = manifest_key(&settings.job, &id);
+    let signature_key = signature_key(&settings.job, &id);
+    let signer = settings.signer.clone();
     all_ok(
         join_all(
             targets
@@ -244,8 +249,19 @@ pub async fn run_backup<Src: Source, S: WriteStore>(
                 .zip(&locks)
                 .zip(&manifests)
                 .map(|((t, lock), manifest)| {
-                    t.store
-                        .put_small(&manifest_key, Bytes::from(manifest.to_json()), lock)
+                    let json = Bytes::from(manifest.to_json());
+                    let signer = signer.clone();
+                    let manifest_key = &manifest_key;
+                    let signature_key = &signature_key;
+                    async move {
+                        if let Some(signer) = signer {
+                            let signature = signer.sign(&json);
+                            t.store
+                                .put_small(signature_key, Bytes::copy_from_slice(&signature), lock)
+                                .await?;
+                        }
+                        t.store.put_small(manifest_key, json, lock).await
+                    }
                 }),
         )
         .await,

@@ -2,10 +2,12 @@
 //! store, or to repair a second copy), checking every object's stored SHA-256 on the way, manifest LAST.
 //!
 //! The copy's objects are locked under the target store's settings from the time of the copy; its manifest records
-//! the target's version ids and locks and is otherwise the source manifest.
+//! the target's version ids and locks, is otherwise the source manifest, and is signed with the caller's key.
 
 use crate::pipeline::{Chunk, HashingWriter, PartWriter};
-use crate::snapshot::{LockInfo, Manifest, ObjectEntry, SnapshotRef};
+use crate::snapshot::{
+    signature_key, LockInfo, Manifest, ManifestSigner, ObjectEntry, SnapshotRef,
+};
 use crate::store::{LockSpec, ObjectLock, PutReceipt, ReadStore, StoreError, WriteStore};
 use bytes::Bytes;
 use std::io::Write;
@@ -83,7 +85,7 @@ pub async fn copy_snapshot<R: ReadStore, W: WriteStore>(
     manifest: &Manifest,
     lock: &LockSpec,
     part_size: u64,
-    manifest_bytes: impl FnOnce(&Manifest) -> Result<Bytes, String>,
+    signer: Option<&ManifestSigner>,
 ) -> Result<CopyReport, CopyError> {
     let mut report = CopyReport {
         snapshot: snapshot.to_string(),
@@ -121,7 +123,17 @@ pub async fn copy_snapshot<R: ReadStore, W: WriteStore>(
             retain_until: receipt.lock.retain_until,
         };
     }
-    let body = manifest_bytes(&copied).map_err(CopyError::Internal)?;
+    let body = Bytes::from(copied.to_json());
+    // The copy records the target's versions and locks, so it is signed anew (the signature object first).
+    if let Some(signer) = signer {
+        let signature = signer.sign(&body);
+        to.put_small(
+            &signature_key(&snapshot.job, &snapshot.id),
+            Bytes::copy_from_slice(&signature),
+            lock,
+        )
+        .await?;
+    }
     // LAST: only now does the snapshot exist in the target.
     to.put_small(&snapshot.manifest_key(), body, lock).await?;
     report.manifest = Some(copied);

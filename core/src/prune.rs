@@ -1,9 +1,11 @@
 //! `lifeboat prune`: applies a job's retention policy to the snapshots in a store, with admin credentials. Only
 //! snapshots the policy drops AND whose locks have expired go; each loses its manifest first, then every version.
+//! Only snapshots whose manifest signature verifies are counted (a planted snapshot must not push real ones out);
+//! the others are reported and never deleted, unless the operator passes `--allow-unsigned`.
 
 use crate::restore::list_snapshots;
 use crate::retention::{apply, with_safety, Decision, RetentionPolicy};
-use crate::snapshot::{snapshot_prefix, SnapshotRef, MANIFEST_NAME};
+use crate::snapshot::{snapshot_prefix, SignatureStatus, SnapshotRef, TrustedKeys, MANIFEST_NAME};
 use crate::store::{AdminStore, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -14,6 +16,8 @@ pub struct PruneItem {
     pub snapshot: SnapshotRef,
     /// The latest retain-until of its objects (`None`: not locked).
     pub locked_until: Option<DateTime<Utc>>,
+    /// What its manifest signature says (not verified only with `allow_unsigned`).
+    pub signature: Option<SignatureStatus>,
 }
 
 /// What prune decided for a job: one decision per snapshot, newest first, plus snapshots it could not judge.
@@ -23,9 +27,14 @@ pub struct PrunePlan {
     pub decisions: Vec<Decision<PruneItem>>,
     /// Snapshots whose manifest cannot be read: never removed by prune, reported.
     pub unreadable: Vec<String>,
+    /// Snapshots whose manifest signature does not verify (without `allow_unsigned`): not counted by the
+    /// policy, never removed, reported. Oldest first.
+    pub unverified: Vec<(SnapshotRef, SignatureStatus)>,
 }
 
-/// Decides which snapshots of `job` to keep.
+/// Decides which snapshots of `job` to keep. Only snapshots `trusted` verifies are judged, unless
+/// `allow_unsigned`; the others are listed in [`PrunePlan::unverified`].
+#[allow(clippy::too_many_arguments)]
 pub async fn plan<S: AdminStore>(
     store: &S,
     job: &str,
@@ -33,11 +42,21 @@ pub async fn plan<S: AdminStore>(
     tz: chrono_tz::Tz,
     min_keep: usize,
     now: DateTime<Utc>,
+    trusted: &TrustedKeys,
+    allow_unsigned: bool,
 ) -> Result<PrunePlan, StoreError> {
     let mut items = Vec::new();
     let mut unreadable = Vec::new();
-    for listing in list_snapshots(store, Some(job)).await? {
+    let mut unverified = Vec::new();
+    for listing in list_snapshots(store, Some(job), trusted).await? {
         match listing.manifest {
+            Ok(_)
+                if !allow_unsigned
+                    && !listing.signature.as_ref().is_some_and(|s| s.is_verified()) =>
+            {
+                let status = listing.signature.unwrap_or(SignatureStatus::Unsigned);
+                unverified.push((listing.snapshot, status));
+            }
             Ok(manifest) => {
                 let locked_until = manifest
                     .objects
@@ -48,6 +67,7 @@ pub async fn plan<S: AdminStore>(
                     PruneItem {
                         snapshot: listing.snapshot,
                         locked_until,
+                        signature: listing.signature,
                     },
                     manifest.started_at,
                 ));
@@ -65,6 +85,7 @@ pub async fn plan<S: AdminStore>(
     Ok(PrunePlan {
         decisions,
         unreadable,
+        unverified,
     })
 }
 

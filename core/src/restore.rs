@@ -3,7 +3,8 @@
 
 use crate::pipeline::{decode, DecodeReport, PipelineError};
 use crate::snapshot::{
-    Catalog, FormatError, Manifest, ObjectEntry, ObjectKind, SnapshotRef, SNAPSHOTS_DIR,
+    Catalog, FormatError, Manifest, ObjectEntry, ObjectKind, SignatureStatus, SnapshotRef,
+    TrustedKeys, SNAPSHOTS_DIR,
 };
 use crate::source::conn::db_error;
 use crate::source::{find_pg_tools, ChildStream, ConnParams, SourceError};
@@ -80,6 +81,9 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The manifest's signature does not verify with a trusted key (and `--allow-unsigned` was not given).
+    #[error("{0}")]
+    Untrusted(String),
     /// Extracting an archive failed or was refused (an entry escaping the target, a malformed archive).
     #[error("{0}")]
     Extract(String),
@@ -95,12 +99,26 @@ pub struct SnapshotListing {
     pub snapshot: SnapshotRef,
     /// Its manifest.
     pub manifest: Result<Manifest, RestoreError>,
+    /// What its signature says (`None` when the manifest could not be read).
+    pub signature: Option<SignatureStatus>,
 }
 
-/// Lists every snapshot (optionally of one job), oldest first. A snapshot is listed only if its manifest exists.
+impl SnapshotListing {
+    /// The manifest, if it was read and its signature verifies with a trusted key.
+    pub fn verified(&self) -> Option<&Manifest> {
+        match (&self.manifest, &self.signature) {
+            (Ok(m), Some(s)) if s.is_verified() => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Lists every snapshot (optionally of one job), oldest first, with each manifest's signature checked against
+/// `trusted`. A snapshot is listed only if its manifest exists.
 pub async fn list_snapshots<S: ReadStore>(
     store: &S,
     job: Option<&str>,
+    trusted: &TrustedKeys,
 ) -> Result<Vec<SnapshotListing>, StoreError> {
     let prefix = match job {
         Some(j) => format!("{SNAPSHOTS_DIR}{j}/"),
@@ -115,13 +133,20 @@ pub async fn list_snapshots<S: ReadStore>(
     refs.sort_by(|a, b| a.id.cmp(&b.id).then(a.job.cmp(&b.job)));
     let mut out = Vec::with_capacity(refs.len());
     for snapshot in refs {
-        let manifest = read_manifest(store, &snapshot).await;
-        out.push(SnapshotListing { snapshot, manifest });
+        let (manifest, signature) = match read_verified_manifest(store, &snapshot, trusted).await {
+            Ok((m, s)) => (Ok(m), Some(s)),
+            Err(e) => (Err(e), None),
+        };
+        out.push(SnapshotListing {
+            snapshot,
+            manifest,
+            signature,
+        });
     }
     Ok(out)
 }
 
-/// Reads and parses a snapshot's manifest.
+/// Reads and parses a snapshot's manifest, without looking at its signature.
 pub async fn read_manifest<S: ReadStore>(
     store: &S,
     snapshot: &SnapshotRef,
@@ -129,7 +154,33 @@ pub async fn read_manifest<S: ReadStore>(
     let bytes = store
         .get_small(&snapshot.manifest_key(), MAX_MANIFEST_BYTES)
         .await?;
-    let manifest = Manifest::from_json(&bytes).map_err(|source| RestoreError::Format {
+    parse_manifest(snapshot, &bytes)
+}
+
+/// Reads and parses a snapshot's manifest and checks its signature (`manifest.json.sig`) over the exact bytes
+/// read: a missing signature object is [`SignatureStatus::Unsigned`], one no trusted key verifies is
+/// [`SignatureStatus::Invalid`]. Callers decide what to do with an unverified manifest.
+pub async fn read_verified_manifest<S: ReadStore>(
+    store: &S,
+    snapshot: &SnapshotRef,
+    trusted: &TrustedKeys,
+) -> Result<(Manifest, SignatureStatus), RestoreError> {
+    let bytes = store
+        .get_small(&snapshot.manifest_key(), MAX_MANIFEST_BYTES)
+        .await?;
+    let manifest = parse_manifest(snapshot, &bytes)?;
+    // Any size up to a few KiB is read, so that a wrong-sized object is reported as an invalid signature.
+    let signature = match store.get_small(&snapshot.signature_key(), 4096).await {
+        Ok(sig) => Some(sig),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let status = trusted.verify(&bytes, signature.as_deref());
+    Ok((manifest, status))
+}
+
+fn parse_manifest(snapshot: &SnapshotRef, bytes: &[u8]) -> Result<Manifest, RestoreError> {
+    let manifest = Manifest::from_json(bytes).map_err(|source| RestoreError::Format {
         snapshot: snapshot.to_string(),
         source,
     })?;
@@ -144,17 +195,60 @@ pub async fn read_manifest<S: ReadStore>(
     Ok(manifest)
 }
 
-/// Finds a snapshot by `job/id`, by bare `id`, or `latest` (with `job`, or when the store has one job only).
+/// Refuses a snapshot whose manifest signature does not verify, with what it means and what to do, unless
+/// `allow_unsigned` (then it only warns).
+pub fn check_signature(
+    snapshot: &SnapshotRef,
+    status: &SignatureStatus,
+    trusted: &TrustedKeys,
+    allow_unsigned: bool,
+) -> Result<(), RestoreError> {
+    const OVERRIDE: &str = "pass --allow-unsigned to override";
+    let message = match status {
+        SignatureStatus::Verified { .. } => return Ok(()),
+        SignatureStatus::Unsigned if trusted.is_empty() => format!(
+            "snapshot {snapshot} is not signed, and no signing public key is configured to check it: give the \
+             daemon a signing_key_file and add its public key to [encryption] signing_public_keys here (see \
+             docs/runbook.md); to restore unsigned snapshots anyway, {OVERRIDE}"
+        ),
+        SignatureStatus::Unsigned => format!(
+            "snapshot {snapshot} is not signed (written without signing_key_file, or its manifest.json.sig was \
+             removed): whoever can write to the store could have planted it; do not restore it unless you know \
+             why; {OVERRIDE}"
+        ),
+        SignatureStatus::Invalid { reason } if trusted.is_empty() => format!(
+            "snapshot {snapshot}: its manifest is signed, but no signing public key is configured to check it \
+             ({reason}): add the daemon's public key to [encryption] signing_public_keys (`openssl pkey -in \
+             signing.pem -pubout -outform DER | tail -c 32 | base64`, after \"ed25519:\"); {OVERRIDE}"
+        ),
+        SignatureStatus::Invalid { reason } => format!(
+            "snapshot {snapshot}: manifest signature does not verify with any key in [encryption] \
+             signing_public_keys ({reason}) — it may have been planted or tampered with; do not restore it unless \
+             you know why; {OVERRIDE}"
+        ),
+    };
+    if allow_unsigned {
+        tracing::warn!(snapshot = %snapshot, signature = %status, "Using a snapshot whose manifest signature does not verify (--allow-unsigned).");
+        Ok(())
+    } else {
+        Err(RestoreError::Untrusted(message))
+    }
+}
+
+/// Finds a snapshot by `job/id`, by bare `id`, or `latest` (with `job`, or when the store has one job only), and
+/// says what its manifest signature is. `latest` is the newest snapshot whose signature verifies; only when none
+/// does is it the newest readable one (which [`check_signature`] then refuses).
 pub async fn resolve_snapshot<S: ReadStore>(
     store: &S,
     spec: &str,
     job: Option<&str>,
-) -> Result<(SnapshotRef, Manifest), RestoreError> {
+    trusted: &TrustedKeys,
+) -> Result<(SnapshotRef, Manifest, SignatureStatus), RestoreError> {
     let (job_part, id_part) = match spec.split_once('/') {
         Some((j, i)) => (Some(j), i),
         None => (job, spec),
     };
-    let listing = list_snapshots(store, job_part).await?;
+    let listing = list_snapshots(store, job_part, trusted).await?;
     let candidates: Vec<&SnapshotListing> = if id_part == "latest" {
         let jobs: std::collections::BTreeSet<&str> =
             listing.iter().map(|l| l.snapshot.job.as_str()).collect();
@@ -164,12 +258,18 @@ pub async fn resolve_snapshot<S: ReadStore>(
                 jobs.into_iter().collect::<Vec<_>>().join(", ")
             )));
         }
-        listing
-            .iter()
-            .rev()
-            .find(|l| l.manifest.is_ok())
-            .into_iter()
-            .collect()
+        let newest_verified = listing.iter().rev().find(|l| l.verified().is_some());
+        let newest_readable = listing.iter().rev().find(|l| l.manifest.is_ok());
+        if let (Some(v), Some(r)) = (newest_verified, newest_readable) {
+            if v.snapshot != r.snapshot {
+                let skipped = listing
+                    .iter()
+                    .filter(|l| l.manifest.is_ok() && l.snapshot.id > v.snapshot.id)
+                    .count();
+                tracing::warn!(latest = %v.snapshot, skipped, "\"latest\" is the newest snapshot whose signature verifies; newer ones do not verify (see `lifeboat snapshots`).");
+            }
+        }
+        newest_verified.or(newest_readable).into_iter().collect()
     } else {
         listing
             .iter()
@@ -182,8 +282,9 @@ pub async fn resolve_snapshot<S: ReadStore>(
             store.name()
         ))),
         [one] => {
-            let manifest = read_manifest(store, &one.snapshot).await?;
-            Ok((one.snapshot.clone(), manifest))
+            let (manifest, signature) =
+                read_verified_manifest(store, &one.snapshot, trusted).await?;
+            Ok((one.snapshot.clone(), manifest, signature))
         }
         many => Err(RestoreError::Usage(format!(
             "snapshot id {id_part} exists for several jobs ({}); write JOB/ID",

@@ -1,7 +1,7 @@
 //! `lifeboatd check`: validates the config, reaches every store and source, and runs each store's immutability
 //! preflight. Each probe is reported on its own line; the command fails if any required probe fails.
 
-use crate::runner::prepare;
+use crate::runner::{prepare, signing};
 use lifeboat_config::Config;
 use lifeboat_core::independence;
 use lifeboat_core::source::Source;
@@ -36,6 +36,32 @@ pub struct Probe {
 /// Runs every probe and returns them all (never stops at the first failure).
 pub async fn run_checks(config: &Config) -> Vec<Probe> {
     let mut probes = Vec::new();
+    probes.push(match signing(config) {
+        Ok(Some(signer)) => Probe::new(
+            "manifest signing".to_owned(),
+            true,
+            format!(
+                "manifests are signed; public key {} (put it in [encryption] signing_public_keys of the restore and drill configs)",
+                signer.public_key()
+            ),
+        ),
+        // Not a failure: unsigned mode is allowed, but said loudly.
+        Ok(None) => Probe {
+            warning: true,
+            ..Probe::new(
+                "manifest signing".to_owned(),
+                true,
+                "no [encryption] signing_key_file: manifests are written unsigned, and restores will need \
+                 --allow-unsigned; make a key with `lifeboat keygen --signing -o signing.pem`"
+                    .to_owned(),
+            )
+        },
+        Err(e) => Probe::new(
+            "manifest signing".to_owned(),
+            false,
+            e.to_string(),
+        ),
+    });
     for (name, store_cfg) in &config.stores {
         match AnyStore::build(store_cfg).await {
             Err(e) => probes.push(Probe::new(

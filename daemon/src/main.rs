@@ -93,7 +93,18 @@ async fn run(args: Args) -> i32 {
         }
     };
     match args.command {
-        None => service::run(args.config, config).await,
+        None => {
+            match runner::signing(&config) {
+                Ok(Some(signer)) => {
+                    tracing::info!(public_key = %signer.public_key(), "Manifests will be signed.")
+                }
+                Ok(None) => tracing::warn!(
+                    "No [encryption] signing_key_file: manifests will be written unsigned, restores will need --allow-unsigned, and staleness counts every snapshot."
+                ),
+                Err(e) => tracing::error!(error = %e, "The manifest-signing key does not load: every backup run will fail until it is fixed."),
+            }
+            service::run(args.config, config).await
+        }
         Some(Command::Run { jobs }) => {
             for name in &jobs {
                 if let Err(e) = runner::job(&config, name) {

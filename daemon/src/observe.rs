@@ -70,6 +70,15 @@ pub async fn probe(
         .map(|(n, _)| n.clone())
         .collect();
 
+    // Only snapshots these keys verify count (every readable one when none is configured: unsigned mode).
+    let trusted = match crate::runner::trusted_keys(config) {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot load the signing keys; only signing_public_keys are trusted.");
+            lifeboat_core::snapshot::TrustedKeys::from_config(&config.encryption)
+                .unwrap_or_default()
+        }
+    };
     let mut observed = BTreeMap::new();
     for name in jobs {
         let Some(job) = config.jobs.get(name) else {
@@ -87,7 +96,9 @@ pub async fn probe(
                 unknown = true;
                 continue;
             };
-            match tokio::time::timeout(INVENTORY_TIMEOUT, job_inventory(store, name)).await {
+            match tokio::time::timeout(INVENTORY_TIMEOUT, job_inventory(store, name, &trusted))
+                .await
+            {
                 Ok(Ok(inventory)) => {
                     for problem in &inventory.unreadable {
                         tracing::warn!(job = %name, store = %store_name, problem = %problem, "Snapshot ignored: its manifest cannot be read.");

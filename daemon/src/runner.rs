@@ -9,7 +9,7 @@ use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSetting
 use lifeboat_core::independence;
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
-use lifeboat_core::snapshot::SnapshotId;
+use lifeboat_core::snapshot::{ManifestSigner, SnapshotId, TrustedKeys};
 use lifeboat_core::source::{AnySource, PhysicalSource, PostgresSource, VolumeSource};
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
@@ -99,6 +99,10 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     let store_cfgs = store_configs(config, job)?;
     let recipients =
         load_recipients(&config.encryption).map_err(|e| JobError::Config(e.to_string()))?;
+    let signer = signing(config)?;
+    if signer.is_none() {
+        tracing::warn!(job = %name, "No [encryption] signing_key_file: this snapshot's manifest will be unsigned, and restoring it will need --allow-unsigned.");
+    }
     let source = match &job.source {
         SourceConfig::Postgres(pg) => AnySource::Postgres(
             PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
@@ -138,6 +142,7 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
         },
         part_size,
         recipients: Arc::new(recipients),
+        signer,
     };
     Ok(PreparedJob {
         source,
@@ -162,6 +167,23 @@ pub fn store_configs<'c>(
             })
         })
         .collect()
+}
+
+/// Loads the manifest-signing key, if configured. A configured key that does not load is a config error.
+pub fn signing(config: &Config) -> Result<Option<Arc<ManifestSigner>>, JobError> {
+    let signer = ManifestSigner::from_config(&config.encryption)
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    Ok(signer.map(Arc::new))
+}
+
+/// The keys whose signatures count: `signing_public_keys` plus the public half of the daemon's own signing key.
+pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, JobError> {
+    let mut trusted = TrustedKeys::from_config(&config.encryption)
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    if let Some(signer) = signing(config)? {
+        trusted.add_signer(&signer);
+    }
+    Ok(trusted)
 }
 
 /// Runs the `after` hook, if any. Its failure is logged as an error but does not undo a complete snapshot.

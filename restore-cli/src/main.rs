@@ -67,9 +67,9 @@ enum Command {
         after_help = "Examples:\n  lifeboat copy main-db/latest --to other-cloud\n  lifeboat copy main-db/20261126T011530Z-k3v9qa --from offsite --to other-cloud --json\n\nEvery object is streamed in its stored (encrypted) form and checked against the manifest's SHA-256\nbefore its upload completes; the target's manifest is written last, so an interrupted copy leaves no\nlisted snapshot behind, and running it again keeps the objects already copied. Objects are locked with\nthe target store's lock_mode and retention, counted from the copy."
     )]
     Copy(cmd::copy::CopyArgs),
-    /// Generate an age identity (secret key file, mode 0600) and print its public key (the recipient).
+    /// Generate an age identity (or, with --signing, the daemon's Ed25519 manifest-signing key) into a new file (mode 0600) and print its public key.
     #[command(
-        after_help = "Example:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients"
+        after_help = "Examples:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients\n  lifeboat keygen --signing --output /etc/lifeboat/signing.pem   # daemon's signing_key_file; put the printed ed25519:… key in signing_public_keys"
     )]
     Keygen(cmd::keygen::KeygenArgs),
     /// Set up a store's bucket (admin credentials): `store init STORE` creates or checks it and prints policies.

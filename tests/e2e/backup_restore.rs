@@ -42,9 +42,22 @@ async fn backup_to_fs_restores_an_identical_database_and_refuses_a_non_empty_tar
 
     // The catalog holds exact row counts taken in the dump's snapshot.
     let store = AnyStore::Fs(FsStore::open("local", &store_dir, "").unwrap());
-    let (_, manifest) = resolve_snapshot(&store, &format!("app/{id}"), None)
-        .await
-        .unwrap();
+    let (_, manifest, signature) = resolve_snapshot(
+        &store,
+        &format!("app/{id}"),
+        None,
+        &lifeboat_core::snapshot::TrustedKeys::none(),
+    )
+    .await
+    .unwrap();
+    // No key trusted here: the signature exists but nothing vouches for it.
+    assert!(
+        matches!(
+            signature,
+            lifeboat_core::snapshot::SignatureStatus::Invalid { .. }
+        ),
+        "{signature}"
+    );
     let identities = load_identities(&k.identity_file).unwrap();
     let catalog = read_catalog(&store, &manifest, identities).await.unwrap();
     let counted = table_row_counts(&src, "app").await.unwrap();
@@ -301,8 +314,8 @@ async fn backup_to_s3_is_locked_in_compliance_mode_and_restores_identically() {
         let versions = listed.versions();
         assert_eq!(
             versions.len(),
-            4,
-            "{}: globals, dump, catalog, manifest: {versions:?}",
+            5,
+            "{}: globals, dump, catalog, manifest signature, manifest: {versions:?}",
             tier.name
         );
         for v in versions {

@@ -289,6 +289,12 @@ fn config_as_other_user(dir: &Path, recipient: &str, tier: &S3Tier, bucket: &str
         .replace("_SECRET_KEY\"", "_OTHER_SECRET_KEY\"");
     assert!(store.contains("_OTHER_ACCESS_KEY\"") && store.contains("_OTHER_SECRET_KEY\""));
     std::fs::create_dir_all(dir).unwrap();
+    // The same manifest-signing key as the writer's config in the parent directory: the reader trusts it.
+    std::fs::copy(
+        dir.parent().unwrap().join("signing.pem"),
+        dir.join("signing.pem"),
+    )
+    .unwrap();
     write_config(
         dir,
         recipient,

@@ -16,6 +16,7 @@ mod large;
 mod pgpass;
 mod physical;
 mod prune;
+mod signing;
 mod store_audit;
 mod store_init;
 mod store_suite;

@@ -4,12 +4,13 @@
 use crate::common::{backup, small_source, workspace};
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use lifeboat_core::snapshot::{Manifest, SnapshotId};
-use lifeboat_tests::lifeboat::{fs_store_toml, lifeboat, pg_job_toml, write_config};
+use lifeboat_tests::lifeboat::{fs_store_toml, lifeboat, pg_job_toml, sign_manifest, write_config};
 use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Copies a real snapshot's directory under `count` new ids, one every 6 hours back from `newest`, with locks that
-/// have already expired (the fs store keeps its emulated locks in `.lifeboat-locks/`, which are not copied).
+/// have already expired (the fs store keeps its emulated locks in `.lifeboat-locks/`, which are not copied). Each
+/// manifest is signed with the test directory's key (the store's parent directory), as the daemon would.
 fn synthetic_history(
     store: &Path,
     job: &str,
@@ -38,7 +39,14 @@ fn synthetic_history(
             )
             .unwrap();
         }
-        std::fs::write(dst.join("manifest.json"), m.to_json()).unwrap();
+        let json = m.to_json();
+        let test_dir = store.parent().unwrap();
+        std::fs::write(
+            dst.join("manifest.json.sig"),
+            sign_manifest(test_dir, &json),
+        )
+        .unwrap();
+        std::fs::write(dst.join("manifest.json"), json).unwrap();
         ids.push(id.to_string());
     }
     ids
@@ -189,8 +197,11 @@ fn prune_without_a_policy_keeps_everything_and_locked_snapshots_are_never_delete
 }
 
 /// Writes a copy of snapshot `template` of `job` in the bucket under a new id started at `at`, every object
-/// locked COMPLIANCE until `until` (the locked-longer `exception` object, if named, until `exception_until`).
+/// locked COMPLIANCE until `until` (the locked-longer `exception` object, if named, until `exception_until`), its
+/// manifest signed with the key of `test_dir`.
+#[allow(clippy::too_many_arguments)]
 async fn copy_snapshot_s3(
+    test_dir: &Path,
     client: &aws_sdk_s3::Client,
     bucket: &str,
     job: &str,
@@ -239,11 +250,23 @@ async fn copy_snapshot_s3(
         o.version_id = put.version_id().map(str::to_owned);
         o.lock.retain_until = Some(until);
     }
+    let json = m.to_json();
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(format!("lifeboat/snapshots/{job}/{id}/manifest.json.sig"))
+        .body(ByteStream::from(sign_manifest(test_dir, &json)))
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(AwsTime::from_secs(until.timestamp() + 1))
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .unwrap();
     client
         .put_object()
         .bucket(bucket)
         .key(format!("lifeboat/snapshots/{job}/{id}/manifest.json"))
-        .body(ByteStream::from(m.to_json()))
+        .body(ByteStream::from(json))
         .object_lock_mode(ObjectLockMode::Compliance)
         .object_lock_retain_until_date(AwsTime::from_secs(until.timestamp() + 1))
         .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
@@ -300,7 +323,17 @@ async fn prune_on_ceph_deletes_every_version_of_expired_snapshots_and_an_interru
         let at = now - ChronoDuration::hours(12 * i);
         let exception = (i == 12).then_some(("app.dump", now + ChronoDuration::days(1)));
         synthetic.push(
-            copy_snapshot_s3(&client, &bucket, "app", &template, at, expires, exception).await,
+            copy_snapshot_s3(
+                dir.path(),
+                &client,
+                &bucket,
+                "app",
+                &template,
+                at,
+                expires,
+                exception,
+            )
+            .await,
         );
     }
     let oldest = synthetic.last().unwrap().clone();

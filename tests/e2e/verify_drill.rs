@@ -6,7 +6,7 @@ use lifeboat_core::pipeline::{decode, encode_to_vec, EncodeSettings};
 use lifeboat_core::snapshot::{Catalog, Manifest, ObjectKind};
 use lifeboat_tests::daemon::{daemon_toml, free_port, metric, Daemon};
 use lifeboat_tests::lifeboat::{
-    fs_store_toml, keys, lifeboat, pg_job_toml, s3_store_toml, write_config,
+    fs_store_toml, keys, lifeboat, pg_job_toml, s3_store_toml, sign_manifest, write_config,
 };
 use lifeboat_tests::s3;
 use std::path::{Path, PathBuf};
@@ -320,7 +320,14 @@ fn a_drill_fails_naming_the_table_whose_row_count_the_catalog_contradicts() {
         object.stored_bytes = report.stored_bytes;
         object.stored_sha256 = report.stored_sha256;
     }
-    std::fs::write(dst.join("manifest.json"), manifest.to_json()).unwrap();
+    // Signed with the test's key: only the catalog is wrong.
+    let json = manifest.to_json();
+    std::fs::write(
+        dst.join("manifest.json.sig"),
+        sign_manifest(dir.path(), &json),
+    )
+    .unwrap();
+    std::fs::write(dst.join("manifest.json"), json).unwrap();
 
     let out = lifeboat(
         &config,

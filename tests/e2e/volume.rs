@@ -8,8 +8,8 @@ use crate::common::{assert_no_multipart_uploads, backup, workspace};
 use lifeboat_core::pipeline::{encode_to_vec, EncodeSettings};
 use lifeboat_core::snapshot::{Manifest, ObjectKind};
 use lifeboat_tests::lifeboat::{
-    bin, fs_store_toml, lifeboat, lifeboatd, other_filesystem, s3_store_toml, volume_job_toml,
-    write_config, Run,
+    bin, fs_store_toml, lifeboat, lifeboatd, other_filesystem, s3_store_toml, sign_manifest,
+    volume_job_toml, write_config, Run,
 };
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::s3;
@@ -339,7 +339,18 @@ fn forge_volume_snapshot(
         &format!("snapshots/{job}/{id}/manifest.json"),
         &manifest_key,
     );
-    std::fs::write(store.join(manifest_key), manifest.to_json()).unwrap();
+    // Signed with the test directory's key (the store's parent), so that only the hostile payload is judged.
+    let json = manifest.to_json();
+    copy_lock(
+        &format!("snapshots/{job}/{id}/manifest.json.sig"),
+        &format!("snapshots/{job}/{forged_id}/manifest.json.sig"),
+    );
+    std::fs::write(
+        store.join(format!("snapshots/{job}/{forged_id}/manifest.json.sig")),
+        sign_manifest(store.parent().unwrap(), &json),
+    )
+    .unwrap();
+    std::fs::write(store.join(manifest_key), json).unwrap();
     forged_id
 }
 

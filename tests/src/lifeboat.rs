@@ -4,6 +4,8 @@
 use crate::postgres::run;
 use crate::s3::S3Tier;
 use age::secrecy::ExposeSecret;
+use lifeboat_core::secret::Secret;
+use lifeboat_core::snapshot::ManifestSigner;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -197,11 +199,42 @@ pub fn volume_job_toml(name: &str, store: &str, path: &Path, extra: &str) -> Str
     )
 }
 
-/// Writes a complete config file: the given store and job tables plus `[encryption]` for `recipient`.
+/// The manifest-signing key of a test directory: `dir/signing.pem`, made on first use and reused after (so
+/// configs rewritten in the same directory keep trusting earlier snapshots). Returns the file and the
+/// `ed25519:…` public key.
+pub fn signing_key(dir: &Path) -> (PathBuf, String) {
+    let path = dir.join("signing.pem");
+    let signer = test_signer(dir);
+    (path, signer.public_key())
+}
+
+fn test_signer(dir: &Path) -> ManifestSigner {
+    let path = dir.join("signing.pem");
+    if path.is_file() {
+        let pem = std::fs::read_to_string(&path).expect("read signing key");
+        ManifestSigner::from_pem("test signing key", &Secret::new(pem)).expect("parse signing key")
+    } else {
+        let signer = ManifestSigner::generate().expect("generate signing key");
+        let pem = signer.to_pem().expect("encode signing key");
+        std::fs::write(&path, pem.expose()).expect("write signing key");
+        signer
+    }
+}
+
+/// Signs `manifest` (the exact bytes of a `manifest.json`) with the test directory's signing key, as the daemon
+/// would: the contents of its `manifest.json.sig`.
+pub fn sign_manifest(dir: &Path, manifest: &[u8]) -> Vec<u8> {
+    test_signer(dir).sign(manifest).to_vec()
+}
+
+/// Writes a complete config file: the given store and job tables plus `[encryption]` for `recipient`, with a
+/// manifest-signing key ([`signing_key`]) configured both as `signing_key_file` and in `signing_public_keys`.
 pub fn write_config(dir: &Path, recipient: &str, tables: &[String]) -> PathBuf {
     let path = dir.join("lifeboat.toml");
+    let (key_file, public_key) = signing_key(dir);
     let text = format!(
-        "[encryption]\nrecipients = [\"{recipient}\"]\n\n{}",
+        "[encryption]\nrecipients = [\"{recipient}\"]\nsigning_key_file = {:?}\nsigning_public_keys = [\"{public_key}\"]\n\n{}",
+        key_file.display().to_string(),
         tables.join("\n")
     );
     std::fs::write(&path, text).expect("write config");

@@ -8,6 +8,9 @@ use std::fmt;
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
 /// File name of a snapshot's manifest, written last.
 pub const MANIFEST_NAME: &str = "manifest.json";
+/// File name of a manifest's Ed25519 signature (64 raw bytes over the exact bytes of `manifest.json`), written
+/// just before the manifest.
+pub const SIGNATURE_NAME: &str = "manifest.json.sig";
 
 /// A snapshot of a job: the pair that locates it in a store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,6 +37,11 @@ pub fn manifest_key(job: &str, id: &SnapshotId) -> String {
     format!("{}{MANIFEST_NAME}", snapshot_prefix(job, id))
 }
 
+/// `snapshots/<job>/<id>/manifest.json.sig`.
+pub fn signature_key(job: &str, id: &SnapshotId) -> String {
+    format!("{}{SIGNATURE_NAME}", snapshot_prefix(job, id))
+}
+
 /// `snapshots/<job>/<id>/<name>.zst.age`: the key of one encoded stream.
 pub fn object_key(job: &str, id: &SnapshotId, name: &str) -> String {
     format!("{}{name}.zst.age", snapshot_prefix(job, id))
@@ -58,6 +66,11 @@ impl SnapshotRef {
     pub fn manifest_key(&self) -> String {
         manifest_key(&self.job, &self.id)
     }
+
+    /// This snapshot's manifest signature key.
+    pub fn signature_key(&self) -> String {
+        signature_key(&self.job, &self.id)
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +90,10 @@ mod tests {
         assert_eq!(r.id, id);
         assert!(SnapshotRef::from_manifest_key("snapshots/a/b/c/manifest.json").is_none());
         assert!(SnapshotRef::from_manifest_key(&object_key("j", &id, "app.dump")).is_none());
+        assert_eq!(
+            r.signature_key(),
+            "snapshots/main-db/20261126T011530Z-abcdef/manifest.json.sig"
+        );
+        assert!(SnapshotRef::from_manifest_key(&r.signature_key()).is_none());
     }
 }

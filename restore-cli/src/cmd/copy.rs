@@ -1,11 +1,12 @@
 //! `lifeboat copy`: copies a complete snapshot to another store without decrypting it (seed a new store, repair a
 //! second copy). Needs read access to the source and writer access to the target; checks every byte on the way.
 
-use super::{load_config, open_store, select_store, CliError};
+use super::{load_config, open_store, select_store, trusted_keys, CliError};
 use chrono::Utc;
 use lifeboat_config::{LockMode, StoreKind};
 use lifeboat_core::copy::copy_snapshot;
-use lifeboat_core::restore::resolve_snapshot;
+use lifeboat_core::restore::{check_signature, resolve_snapshot};
+use lifeboat_core::snapshot::ManifestSigner;
 use lifeboat_core::store::LockSpec;
 use std::path::Path;
 
@@ -23,6 +24,10 @@ pub struct CopyArgs {
     /// Job, for `latest` and for picking the source store.
     #[arg(long)]
     job: Option<String>,
+    /// Copy a snapshot whose manifest signature does not verify, and/or write the copy unsigned when the config
+    /// has no signing key (restores of it will need --allow-unsigned too).
+    #[arg(long)]
+    allow_unsigned: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -45,9 +50,24 @@ pub async fn run(config_path: &Path, args: CopyArgs) -> Result<(), CliError> {
     }
     let from = open_store(from_cfg).await?;
     let to = open_store(to_cfg).await?;
-    let (snapshot, manifest) = resolve_snapshot(&from, &args.snapshot, args.job.as_deref())
-        .await
+    let trusted = trusted_keys(&config)?;
+    let (snapshot, manifest, signature) =
+        resolve_snapshot(&from, &args.snapshot, args.job.as_deref(), &trusted)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    check_signature(&snapshot, &signature, &trusted, args.allow_unsigned)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    // The target's manifest records the target's version ids, so it must be signed again.
+    let signer = ManifestSigner::from_config(&config.encryption)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if signer.is_none() && !args.allow_unsigned {
+        return Err(CliError::Usage(
+            "the copy's manifest records the target store's version ids and locks, so it is signed anew: run copy \
+             with a config whose [encryption] signing_key_file is the daemon's key, or pass --allow-unsigned to \
+             write it unsigned (restores of it then need --allow-unsigned too)"
+                .to_owned(),
+        ));
+    }
     // The target's own lock settings, counted from now: the copy is a new write there.
     let lock = LockSpec {
         mode: to_cfg.lock.mode,
@@ -63,9 +83,15 @@ pub async fn run(config_path: &Path, args: CopyArgs) -> Result<(), CliError> {
         StoreKind::S3(s3) => s3.part_size,
         StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
     };
-    let report = copy_snapshot(&from, &to, &snapshot, &manifest, &lock, part_size, |m| {
-        Ok(bytes::Bytes::from(m.to_json()))
-    })
+    let report = copy_snapshot(
+        &from,
+        &to,
+        &snapshot,
+        &manifest,
+        &lock,
+        part_size,
+        signer.as_ref(),
+    )
     .await
     .map_err(|e| CliError::Failed(format!("copy of {snapshot} to store {}: {e}", to_cfg.name)))?;
     if args.json {

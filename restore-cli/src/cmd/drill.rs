@@ -2,13 +2,14 @@
 //! tables, exact row counts and the job's SQL checks, measures RTO/RPO, and records the result in the store.
 
 use super::report::{print_checks, store_record};
-use super::{load_config, open_store, CliError};
+use super::{load_config, open_store, trusted_keys, CliError};
 use chrono::Utc;
 use lifeboat_config::{Config, JobConfig, SourceConfig};
 use lifeboat_core::drill::{drill, DrillPlan, DrillTarget};
-use lifeboat_core::restore::{load_identities, resolve_snapshot, Identities};
+use lifeboat_core::restore::{check_signature, load_identities, resolve_snapshot, Identities};
 use lifeboat_core::scratch::ScratchOptions;
 use lifeboat_core::secret::{resolve, Secret};
+use lifeboat_core::snapshot::TrustedKeys;
 use lifeboat_core::source::ConnParams;
 use lifeboat_core::verification::{RecordKind, VerificationRecord, RECORD_FORMAT_VERSION};
 use lifeboat_core::verify::all_passed;
@@ -35,6 +36,10 @@ pub struct DrillArgs {
     /// Do not store the results under verifications/.
     #[arg(long)]
     no_record: bool,
+    /// Drill even if a manifest's signature does not verify with a key in [encryption]
+    /// signing_public_keys (unsigned, tampered or planted snapshots); logs a warning.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 /// Runs the command; fails (exit 1) unless every drilled job passed every check.
@@ -72,6 +77,7 @@ pub async fn run(config_path: &Path, args: DrillArgs) -> Result<(), CliError> {
         )));
     }
     let target_conn = scratch_server(&config)?;
+    let trusted = trusted_keys(&config)?;
 
     let mut records = Vec::new();
     let mut errors = Vec::new();
@@ -82,6 +88,7 @@ pub async fn run(config_path: &Path, args: DrillArgs) -> Result<(), CliError> {
             &args,
             identities.clone(),
             target_conn.as_ref(),
+            &trusted,
         )
         .await
         {
@@ -141,6 +148,7 @@ async fn drill_job(
     args: &DrillArgs,
     identities: Identities,
     scratch: Option<&ConnParams>,
+    trusted: &TrustedKeys,
 ) -> Result<VerificationRecord, CliError> {
     let store_cfg = config.stores.get(job.primary_store()).ok_or_else(|| {
         CliError::Usage(format!(
@@ -154,8 +162,10 @@ async fn drill_job(
         Some(s) => s.clone(),
         None => "latest".to_owned(),
     };
-    let (snapshot, manifest) = resolve_snapshot(&store, &spec, Some(&job.name))
+    let (snapshot, manifest, signature) = resolve_snapshot(&store, &spec, Some(&job.name), trusted)
         .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    check_signature(&snapshot, &signature, trusted, args.allow_unsigned)
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let target = match scratch {
         Some(conn) => DrillTarget::Server(conn.clone()),

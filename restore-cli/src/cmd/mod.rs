@@ -12,6 +12,7 @@ pub mod store;
 pub mod verify;
 
 use lifeboat_config::{Config, StoreConfig};
+use lifeboat_core::snapshot::TrustedKeys;
 use lifeboat_core::store::AnyStore;
 use std::fmt;
 use std::path::Path;
@@ -86,4 +87,10 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<AnyStore, CliError> {
     AnyStore::build(cfg)
         .await
         .map_err(|e| CliError::Usage(format!("stores.{}: {e}", cfg.name)))
+}
+
+/// The manifest-signing keys this config trusts: `[encryption] signing_public_keys`, plus the public half of
+/// `signing_key_*` when it is readable here.
+pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, CliError> {
+    TrustedKeys::from_config(&config.encryption).map_err(|e| CliError::Usage(e.to_string()))
 }

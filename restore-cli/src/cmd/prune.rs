@@ -1,11 +1,12 @@
 //! `lifeboat prune`: deletes the snapshots a job's `keep_*` policy no longer keeps, once their locks have expired.
 //! Needs admin credentials for the store; `--dry-run` only reports. The daemon never prunes.
 
-use super::{load_config, open_store, CliError};
+use super::{load_config, open_store, trusted_keys, CliError};
 use chrono::Utc;
 use lifeboat_config::JobConfig;
 use lifeboat_core::prune::{plan, remove_snapshot};
 use lifeboat_core::retention::{KeepReason, RetentionPolicy};
+use lifeboat_core::snapshot::SignatureStatus;
 use serde::Serialize;
 use std::path::Path;
 
@@ -24,6 +25,10 @@ pub struct PruneArgs {
     /// Print the decisions as JSON.
     #[arg(long)]
     json: bool,
+    /// Count and prune snapshots whose manifest signature does not verify like the others (by default they
+    /// are reported, never counted toward retention, never deleted).
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 #[derive(Serialize)]
@@ -33,6 +38,8 @@ struct Row {
     snapshot: String,
     keep: bool,
     reasons: Vec<String>,
+    /// `verified`, `unsigned` or `invalid`.
+    signature: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     deleted_versions: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +73,14 @@ fn reason_name(r: &KeepReason) -> &'static str {
     }
 }
 
+fn signature_label(status: Option<&SignatureStatus>) -> &'static str {
+    match status {
+        Some(SignatureStatus::Verified { .. }) => "verified",
+        Some(SignatureStatus::Invalid { .. }) => "invalid",
+        Some(SignatureStatus::Unsigned) | None => "unsigned",
+    }
+}
+
 /// Runs the command.
 pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
     let config = load_config(config_path)?;
@@ -80,6 +95,7 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
         None => config.jobs.values().collect(),
     };
     let now = Utc::now();
+    let trusted = trusted_keys(&config)?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut pairs = Vec::new();
@@ -110,6 +126,8 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
             job.schedule.timezone,
             min_keep,
             now,
+            &trusted,
+            args.allow_unsigned,
         )
         .await
         .map_err(|e| CliError::Failed(format!("job {}: {e}", job.name)))?;
@@ -118,6 +136,20 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
                 "lifeboat: job {}: kept, manifest unreadable: {problem}",
                 job.name
             );
+        }
+        for (snapshot, status) in &decided.unverified {
+            rows.push(Row {
+                job: job.name.clone(),
+                store: store_cfg.name.clone(),
+                snapshot: snapshot.id.to_string(),
+                keep: true,
+                reasons: vec![format!(
+                    "not counted: {status}; pass --allow-unsigned to judge it like the others"
+                )],
+                signature: signature_label(Some(status)),
+                deleted_versions: None,
+                error: None,
+            });
         }
         for d in decided.decisions {
             let mut row = Row {
@@ -130,6 +162,7 @@ pub async fn run(config_path: &Path, args: PruneArgs) -> Result<(), CliError> {
                     .iter()
                     .map(|r| reason_name(r).to_owned())
                     .collect(),
+                signature: signature_label(d.item.signature.as_ref()),
                 deleted_versions: None,
                 error: None,
             };

@@ -1,10 +1,10 @@
 //! `lifeboat restore`: decrypts and decompresses a snapshot object into a new file or a new database.
 //! Never overwrites a non-empty target unless `--confirm` names it exactly; shows progress on a terminal.
 
-use super::{load_config, open_store, select_store, CliError};
+use super::{load_config, open_store, select_store, trusted_keys, CliError};
 use lifeboat_core::restore::{
-    load_identities, resolve_snapshot, restore_to_database, restore_to_dir, restore_to_file,
-    select_object, DatabaseTarget, Progress, RestoreError,
+    check_signature, load_identities, resolve_snapshot, restore_to_database, restore_to_dir,
+    restore_to_file, select_object, DatabaseTarget, Progress, RestoreError,
 };
 use lifeboat_core::secret::Secret;
 use lifeboat_core::source::ConnParams;
@@ -53,6 +53,10 @@ pub struct RestoreArgs {
     /// Store to read from (default: the job's store, or the only store).
     #[arg(long)]
     store: Option<String>,
+    /// Restore even if the manifest's signature does not verify with a key in [encryption]
+    /// signing_public_keys (unsigned, tampered or planted snapshots); logs a warning.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 fn failed(e: RestoreError) -> CliError {
@@ -98,10 +102,13 @@ pub async fn run(config_path: &Path, args: RestoreArgs) -> Result<(), CliError> 
         .or_else(|| args.snapshot.split_once('/').map(|(j, _)| j.to_owned()));
     let store_cfg = select_store(&config, args.store.as_deref(), job_hint.as_deref())?;
     let store = open_store(store_cfg).await?;
+    let trusted = trusted_keys(&config)?;
     let identities = load_identities(&args.identity).map_err(failed)?;
-    let (snapshot, manifest) = resolve_snapshot(&store, &args.snapshot, args.job.as_deref())
-        .await
-        .map_err(failed)?;
+    let (snapshot, manifest, signature) =
+        resolve_snapshot(&store, &args.snapshot, args.job.as_deref(), &trusted)
+            .await
+            .map_err(failed)?;
+    check_signature(&snapshot, &signature, &trusted, args.allow_unsigned).map_err(failed)?;
 
     if let Some(path) = &args.to_file {
         let entry = select_object(&manifest, args.object.as_deref(), args.database.as_deref())

@@ -1,8 +1,10 @@
 //! `lifeboat snapshots`: lists complete snapshots (a manifest exists) with sizes and lock status.
-//! `--json` output is a stable array for scripts; unreadable manifests are shown, never hidden.
+//! `--json` output is a stable array for scripts; unreadable manifests and unverified signatures are shown, never
+//! hidden (listing refuses nothing: restore, verify and drill do).
 
-use super::{load_config, open_store, select_store, CliError};
+use super::{load_config, open_store, select_store, trusted_keys, CliError};
 use lifeboat_core::restore::list_snapshots;
+use lifeboat_core::snapshot::SignatureStatus;
 use serde::Serialize;
 use std::path::Path;
 
@@ -27,6 +29,12 @@ struct Row {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// `verified`, `unsigned` or `invalid` (absent when the manifest is unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'static str>,
+    /// The key that verified the signature, or why it does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,13 +69,19 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
     let config = load_config(config_path)?;
     let store_cfg = select_store(&config, args.store.as_deref(), args.job.as_deref())?;
     let store = open_store(store_cfg).await?;
-    let listing = list_snapshots(&store, args.job.as_deref())
+    let trusted = trusted_keys(&config)?;
+    let listing = list_snapshots(&store, args.job.as_deref(), &trusted)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let rows: Vec<Row> = listing
         .into_iter()
         .map(|l| match l.manifest {
             Ok(m) => {
+                let (signature, signature_detail) = match &l.signature {
+                    Some(SignatureStatus::Verified { key }) => ("verified", Some(key.clone())),
+                    Some(SignatureStatus::Invalid { reason }) => ("invalid", Some(reason.clone())),
+                    Some(SignatureStatus::Unsigned) | None => ("unsigned", None),
+                };
                 let min_lock = m
                     .objects
                     .iter()
@@ -78,6 +92,8 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
                     id: l.snapshot.id.to_string(),
                     ok: true,
                     error: None,
+                    signature: Some(signature),
+                    signature_detail,
                     started_at: Some(m.started_at.to_rfc3339()),
                     finished_at: Some(m.finished_at.to_rfc3339()),
                     payload_bytes: m.payload_bytes(),
@@ -93,6 +109,8 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
                 id: l.snapshot.id.to_string(),
                 ok: false,
                 error: Some(e.to_string()),
+                signature: None,
+                signature_detail: None,
                 started_at: None,
                 finished_at: None,
                 payload_bytes: 0,
@@ -116,8 +134,8 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
         return Ok(());
     }
     println!(
-        "{:<45} {:>10} {:>10}  {:<26} DATABASES",
-        "SNAPSHOT", "DATA", "STORED", "LOCKED UNTIL"
+        "{:<45} {:>10} {:>10}  {:<26} {:<9} DATABASES",
+        "SNAPSHOT", "DATA", "STORED", "LOCKED UNTIL", "SIGNATURE"
     );
     for r in &rows {
         if let Some(e) = &r.error {
@@ -125,7 +143,7 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
             continue;
         }
         println!(
-            "{:<45} {:>10} {:>10}  {:<26} {}",
+            "{:<45} {:>10} {:>10}  {:<26} {:<9} {}",
             format!("{}/{}", r.job, r.id),
             human(r.payload_bytes),
             human(r.stored_bytes),
@@ -133,7 +151,22 @@ pub async fn run(config_path: &Path, args: SnapshotsArgs) -> Result<(), CliError
                 (Some(m), Some(t)) => format!("{m} {}", t.get(..19).unwrap_or(t)),
                 _ => "not locked".to_owned(),
             },
+            match r.signature {
+                Some("invalid") => "INVALID",
+                Some(s) => s,
+                None => "-",
+            },
             r.databases.join(",")
+        );
+    }
+    let unverified = rows
+        .iter()
+        .filter(|r| r.signature.is_some_and(|s| s != "verified"))
+        .count();
+    if unverified > 0 {
+        println!(
+            "{unverified} snapshot(s) are not signed by a trusted key: restore, verify and drill refuse them without \
+             --allow-unsigned, and prune neither counts nor deletes them (see docs/runbook.md)"
         );
     }
     Ok(())

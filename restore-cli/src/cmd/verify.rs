@@ -2,9 +2,9 @@
 //! decrypts and decompresses each one and checks its format. Stores the result as a verification record.
 
 use super::report::{print_checks, store_record};
-use super::{load_config, open_store, select_store, CliError};
+use super::{load_config, open_store, select_store, trusted_keys, CliError};
 use chrono::Utc;
-use lifeboat_core::restore::{dump_major, load_identities, resolve_snapshot};
+use lifeboat_core::restore::{check_signature, dump_major, load_identities, resolve_snapshot};
 use lifeboat_core::source::find_pg_tools;
 use lifeboat_core::verification::{RecordKind, VerificationRecord, RECORD_FORMAT_VERSION};
 use lifeboat_core::verify::{all_passed, verify_snapshot, DecodeChecks};
@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// Do not store the result under verifications/ (for credentials that may only read).
     #[arg(long)]
     no_record: bool,
+    /// Verify even if the manifest's signature does not verify with a key in [encryption]
+    /// signing_public_keys (unsigned, tampered or planted snapshots); logs a warning.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 /// Runs the command; fails (exit 1) unless every check passed.
@@ -53,9 +57,13 @@ pub async fn run(config_path: &Path, args: VerifyArgs) -> Result<(), CliError> {
         Some(path) => Some(load_identities(path).map_err(|e| CliError::Usage(e.to_string()))?),
         None => None,
     };
-    let (snapshot, manifest) = resolve_snapshot(&store, &spec, args.job.as_deref())
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let trusted = trusted_keys(&config)?;
+    let (snapshot, manifest, signature) =
+        resolve_snapshot(&store, &spec, args.job.as_deref(), &trusted)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    check_signature(&snapshot, &signature, &trusted, args.allow_unsigned)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let decode = match identities {
         None => None,
         Some(identities) => {
