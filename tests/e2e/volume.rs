@@ -283,8 +283,10 @@ fn restore_to_dir(config: &Path, identity: &Path, snapshot: &str, dir: &Path) ->
 /// A copy of snapshot `id` in the fs store under a new id (`<same time>-<suffix>`), as a real snapshot is stored:
 /// every object, its lock record and the manifest, except that the payload of `volume.tar` is replaced by `tar`
 /// (encoded to `recipient` like the daemon does) and its sizes and checksums fixed in the manifest. The catalog is
-/// the original's, untouched. Returns the new id.
+/// the original's, untouched. The manifest is signed with the signing key of the config in `config_dir`, so that
+/// only the hostile payload is judged. Returns the new id.
 fn forge_volume_snapshot(
+    config_dir: &Path,
     store: &Path,
     job: &str,
     id: &str,
@@ -339,7 +341,6 @@ fn forge_volume_snapshot(
         &format!("snapshots/{job}/{id}/manifest.json"),
         &manifest_key,
     );
-    // Signed with the test directory's key (the store's parent), so that only the hostile payload is judged.
     let json = manifest.to_json();
     copy_lock(
         &format!("snapshots/{job}/{id}/manifest.json.sig"),
@@ -347,7 +348,7 @@ fn forge_volume_snapshot(
     );
     std::fs::write(
         store.join(format!("snapshots/{job}/{forged_id}/manifest.json.sig")),
-        sign_manifest(store.parent().unwrap(), &json),
+        sign_manifest(config_dir, &json),
     )
     .unwrap();
     std::fs::write(store.join(manifest_key), json).unwrap();
@@ -628,7 +629,8 @@ fn assert_restore_refuses(
     let outside_dir = tempfile::tempdir().unwrap();
     let outside = outside_dir.path();
     let tar = hostile(RawTar::default().file(b"ok.txt", b"fine\n"), outside).finish();
-    let forged = forge_volume_snapshot(&store, "files", &id, suffix, &tar, &k.recipient);
+    let forged =
+        forge_volume_snapshot(dir.path(), &store, "files", &id, suffix, &tar, &k.recipient);
 
     let names = |p: &Path| -> BTreeSet<PathBuf> {
         std::fs::read_dir(p)
@@ -1090,7 +1092,15 @@ fn verify_passes_a_volume_snapshot_and_names_a_file_that_contradicts_the_catalog
         .position(|w| w == needle)
         .expect("the file's content is in the tar");
     tar[at + 5] = b'9'; // 100 EUR -> 900 EUR
-    let forged = forge_volume_snapshot(&store, "files", &id, "zzzzzf", &tar, &k.recipient);
+    let forged = forge_volume_snapshot(
+        dir.path(),
+        &store,
+        "files",
+        &id,
+        "zzzzzf",
+        &tar,
+        &k.recipient,
+    );
 
     let bad = verify(&forged);
     assert_eq!(bad.code, 1, "{bad:?}");
