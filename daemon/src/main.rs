@@ -144,18 +144,7 @@ async fn run(args: Args) -> i32 {
                     serde_json::to_string_pretty(&probes).unwrap_or_default()
                 );
             } else {
-                for p in &probes {
-                    println!(
-                        "{} {}: {}",
-                        match (p.ok, p.warning) {
-                            (true, false) => "ok  ",
-                            (true, true) => "warn",
-                            (false, _) => "FAIL",
-                        },
-                        p.what,
-                        p.detail
-                    );
-                }
+                print!("{}", lifeboat_core::doctor::render(&probes));
             }
             if probes.iter().all(|p| p.ok) {
                 EXIT_OK

@@ -4,13 +4,13 @@
 use crate::audit::Audits;
 use crate::hooks::run_hook;
 use chrono::Utc;
-use lifeboat_config::{Config, JobConfig, SourceConfig, StoreConfig, StoreKind};
+use lifeboat_config::{Config, JobConfig, StoreConfig, StoreKind};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings, Target};
 use lifeboat_core::independence;
 use lifeboat_core::pipeline::EncodeSettings;
 use lifeboat_core::recipients::load_recipients;
 use lifeboat_core::snapshot::{ManifestSigner, SnapshotId, TrustedKeys};
-use lifeboat_core::source::{AnySource, PhysicalSource, PostgresSource, VolumeSource};
+use lifeboat_core::source::AnySource;
 use lifeboat_core::store::AnyStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,17 +103,8 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     if signer.is_none() {
         tracing::warn!(job = %name, "No [encryption] signing_key_file: this snapshot's manifest will be unsigned, and restoring it will need --allow-unsigned.");
     }
-    let source = match &job.source {
-        SourceConfig::Postgres(pg) => AnySource::Postgres(
-            PostgresSource::new(name, pg, &config.daemon.pg_bin_dirs)
-                .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
-        ),
-        SourceConfig::Volume(v) => AnySource::Volume(VolumeSource::new(name, v)),
-        SourceConfig::PostgresPhysical(pg) => AnySource::Physical(
-            PhysicalSource::new(name, pg, &config.daemon.pg_bin_dirs)
-                .map_err(|e| JobError::Config(format!("jobs.{name}: {e}")))?,
-        ),
-    };
+    let source = AnySource::from_config(name, &job.source, &config.daemon.pg_bin_dirs)
+        .map_err(JobError::Config)?;
     let mut targets = Vec::with_capacity(store_cfgs.len());
     for store_cfg in &store_cfgs {
         let store = AnyStore::build(store_cfg)

@@ -67,6 +67,11 @@ enum Command {
         after_help = "Examples:\n  lifeboat copy main-db/latest --to other-cloud\n  lifeboat copy main-db/20261126T011530Z-k3v9qa --from offsite --to other-cloud --json\n\nEvery object is streamed in its stored (encrypted) form and checked against the manifest's SHA-256\nbefore its upload completes; the target's manifest is written last, so an interrupted copy leaves no\nlisted snapshot behind, and running it again keeps the objects already copied. Objects are locked with\nthe target store's lock_mode and retention, counted from the copy."
     )]
     Copy(cmd::copy::CopyArgs),
+    /// Check this host or pod: config, keys, stores (reachable, immutable, clock), sources; prints each fix.
+    #[command(
+        after_help = "Examples:\n  lifeboat --config /etc/lifeboat/lifeboat.toml doctor                 # daemon host: full immutability preflight\n  lifeboat --config drill.toml doctor --read-only --identity key.txt   # drill host: reader credentials\n\nExit 0 when nothing failed (warnings pass), 1 when a probe failed, 2 on a usage or config error."
+    )]
+    Doctor(cmd::doctor::DoctorArgs),
     /// Generate an age identity (or, with --signing, the daemon's Ed25519 manifest-signing key) into a new file (mode 0600) and print its public key.
     #[command(
         after_help = "Examples:\n  lifeboat keygen --output /secure/lifeboat-key.txt   # put the printed age1… key in encryption.recipients\n  lifeboat keygen --signing --output /etc/lifeboat/signing.pem   # daemon's signing_key_file; put the printed ed25519:… key in signing_public_keys"
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
             Command::Drill(a) => cmd::drill::run(&args.config, a).await,
             Command::Prune(a) => cmd::prune::run(&args.config, a).await,
             Command::Copy(a) => cmd::copy::run(&args.config, a).await,
+            Command::Doctor(a) => cmd::doctor::run(&args.config, a).await,
             Command::Keygen(a) => cmd::keygen::run(a),
             Command::Store(a) => cmd::store::run(&args.config, a).await,
         }

@@ -116,6 +116,30 @@ fn from_smithy(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
+/// Keeps the `Date` header of the response (for [`S3Store::server_time`]).
+#[derive(Debug)]
+struct DateHeader(Arc<std::sync::Mutex<Option<String>>>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for DateHeader {
+    fn name(&self) -> &'static str {
+        "DateHeader"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(date) = context.response().headers().get("date") {
+            if let Ok(mut slot) = self.0.lock() {
+                *slot = Some(date.to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
 fn md5_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
 }
@@ -171,6 +195,41 @@ impl S3Store {
     /// The bucket this store writes to.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The store's clock: the `Date` header of a HeadBucket answer (error answers included), with the local time
+    /// just before and just after the request. Object Lock dates are the store's; a skewed local clock shifts them.
+    pub async fn server_time(
+        &self,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>), StoreError> {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let before = Utc::now();
+        let outcome = self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .customize()
+            .interceptor(DateHeader(seen.clone()))
+            .send()
+            .await;
+        let after = Utc::now();
+        let date = seen.lock().ok().and_then(|d| d.clone());
+        match (date, outcome) {
+            (Some(text), _) => match DateTime::parse_from_rfc2822(&text) {
+                Ok(t) => Ok((before, t.with_timezone(&Utc), after)),
+                Err(e) => Err(self.backend(
+                    "HeadBucket",
+                    &self.bucket,
+                    format!("the store's Date header {text:?} does not parse: {e}"),
+                )),
+            },
+            (None, Err(e)) => Err(self.backend("HeadBucket", &self.bucket, render(&e))),
+            (None, Ok(_)) => Err(self.backend(
+                "HeadBucket",
+                &self.bucket,
+                "the store's answer has no Date header".to_owned(),
+            )),
+        }
     }
 
     /// The key prefix (`""` or ending in `/`) under which this store keeps its objects.

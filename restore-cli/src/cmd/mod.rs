@@ -2,6 +2,7 @@
 //! Each maps arguments to `lifeboat-core` calls and results to human or `--json` output.
 
 pub mod copy;
+pub mod doctor;
 pub mod drill;
 pub mod keygen;
 pub mod prune;
