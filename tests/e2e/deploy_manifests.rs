@@ -421,7 +421,7 @@ fn check_service_monitor(doc: &Value, file: &Path) {
             &at,
         );
         assert!(
-            !(e["port"].is_string() && !e["targetPort"].is_null()),
+            e["port"].is_null() || e["targetPort"].is_null(),
             "{at}: port and targetPort are mutually exclusive"
         );
         for key in ["interval", "scrapeTimeout"] {
@@ -562,13 +562,7 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         .expect("--identity FILE");
 
     // Each mount names its volume; the read-only root file system leaves only emptyDirs writable.
-    let volumes = pod["volumes"].as_array().unwrap();
-    let volume = |name: &str| -> &Value {
-        volumes
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    };
+    let volume = |name: &str| -> &Value { volume_named(pod, name) };
     let mounts = c["volumeMounts"].as_array().unwrap();
     let mount_at = |path: &str| -> &Value {
         mounts
@@ -597,12 +591,7 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         "the identity comes from a Secret"
     );
     // The S3 credentials file the SDK reads is a Secret too.
-    let env = c["env"].as_array().unwrap();
-    let shared = env
-        .iter()
-        .find(|e| e["name"] == "AWS_SHARED_CREDENTIALS_FILE")
-        .and_then(|e| e["value"].as_str())
-        .expect("AWS_SHARED_CREDENTIALS_FILE");
+    let shared = env_value(c, "AWS_SHARED_CREDENTIALS_FILE");
     let s3_mount = mounts
         .iter()
         .find(|m| shared.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
@@ -613,6 +602,29 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         volume(identity_mount["name"].as_str().unwrap())["secret"]["secretName"],
         "the identity and the S3 keys are separate Secrets"
     );
+}
+
+/// The value of the environment variable `name` of a container.
+#[track_caller]
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no {name} in the container's env"))
+}
+
+/// The volume `name` of a pod spec.
+#[track_caller]
+fn volume_named<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
 /// The documents of `file` by their `app.kubernetes.io/component` label, which must be unique: the volume-snapshot
@@ -1240,18 +1252,27 @@ fn referenced_secrets(docs: &[Value]) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn daemon_deployment_is_one_sandboxed_replica_without_the_identity() {
-    if !require_kubectl()
-        || !require_tool(
+/// `kubectl kustomize base/` in a temp dir (kept alive by the caller), or `None` when the tools are missing
+/// (kubectl builds; PyYAML, installed with kubernetes-validate, parses).
+fn built_base() -> Option<(tempfile::TempDir, Vec<Value>)> {
+    let tools = require_kubectl()
+        && require_tool(
             "kubernetes-validate",
             "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
-        )
-    {
-        return;
+        );
+    if !tools {
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let docs = kustomize_build(&base_dir(), &tmp.path().join("base.yaml"));
+    Some((tmp, docs))
+}
+
+#[test]
+fn daemon_deployment_is_one_sandboxed_replica_without_the_identity() {
+    let Some((tmp, docs)) = built_base() else {
+        return;
+    };
     let toml_path = base_dir().join("lifeboat.toml");
     let config = lifeboat_config::load(&toml_path).unwrap_or_else(|e| panic!("{e}"));
     let port = config.daemon.listen.port();
@@ -1324,12 +1345,7 @@ fn daemon_deployment_is_one_sandboxed_replica_without_the_identity() {
 
     // Mounts: the generated ConfigMap at /etc/lifeboat, Secrets read-only, only emptyDirs writable.
     let volumes = pod["volumes"].as_array().unwrap();
-    let volume = |name: &str| -> &Value {
-        volumes
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    };
+    let volume = |name: &str| -> &Value { volume_named(pod, name) };
     let mounts = c["volumeMounts"].as_array().unwrap();
     let generated = one(&docs, "ConfigMap", None);
     for m in mounts {
@@ -1375,12 +1391,7 @@ fn daemon_deployment_is_one_sandboxed_replica_without_the_identity() {
         files.len() >= 2,
         "signing_key_file and a password_file: {files:?}"
     );
-    let env = c["env"].as_array().unwrap();
-    let shared = env
-        .iter()
-        .find(|e| e["name"] == "AWS_SHARED_CREDENTIALS_FILE")
-        .and_then(|e| e["value"].as_str())
-        .expect("AWS_SHARED_CREDENTIALS_FILE");
+    let shared = env_value(c, "AWS_SHARED_CREDENTIALS_FILE");
     files.push(shared.to_owned());
     for file in &files {
         assert!(
@@ -1496,16 +1507,9 @@ fn rule_ports(rules: &Value) -> Vec<(String, u64)> {
 
 #[test]
 fn network_policies_deny_by_default_and_allow_only_dns_the_database_and_the_store() {
-    if !require_kubectl()
-        || !require_tool(
-            "kubernetes-validate",
-            "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
-        )
-    {
+    let Some((_tmp, docs)) = built_base() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let docs = kustomize_build(&base_dir(), &tmp.path().join("base.yaml"));
+    };
     let port = lifeboat_config::load(&base_dir().join("lifeboat.toml"))
         .unwrap()
         .daemon
@@ -1603,16 +1607,9 @@ fn network_policies_deny_by_default_and_allow_only_dns_the_database_and_the_stor
 
 #[test]
 fn service_monitor_scrapes_the_daemon_through_its_service() {
-    if !require_kubectl()
-        || !require_tool(
-            "kubernetes-validate",
-            "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
-        )
-    {
+    let Some((_tmp, docs)) = built_base() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let docs = kustomize_build(&base_dir(), &tmp.path().join("base.yaml"));
+    };
     let service = one(&docs, "Service", Some("lifeboat"));
     let monitor = one(&docs, "ServiceMonitor", Some("lifeboat"));
     let deployment = one(&docs, "Deployment", None);
