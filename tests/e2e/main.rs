@@ -10,6 +10,7 @@ mod config_errors;
 mod copy;
 mod daemon;
 mod deploy_manifests;
+mod docker_image;
 mod doctor;
 mod failures;
 mod fan_out;

