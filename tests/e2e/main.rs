@@ -13,6 +13,7 @@ mod deploy_manifests;
 mod failures;
 mod fan_out;
 mod large;
+mod observability;
 mod pgpass;
 mod physical;
 mod prune;
