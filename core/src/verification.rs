@@ -143,6 +143,9 @@ pub struct VerificationSummary {
     pub last_passed: Option<VerificationRecord>,
     /// The newest drill record with a measured restore time, passed or not.
     pub last_drill: Option<VerificationRecord>,
+    /// The newest drill record of all, passed or not, with or without a restore time (a drill whose scratch
+    /// cluster did not start measured none): whether the job's newest drill failed.
+    pub newest_drill: Option<VerificationRecord>,
     /// Records that could not be read or parsed (reported, never counted).
     pub unreadable: Vec<String>,
 }
@@ -179,6 +182,9 @@ pub async fn summarize<S: ReadStore>(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
+        if summary.newest_drill.is_none() && record.kind == RecordKind::Drill {
+            summary.newest_drill = Some(record.clone());
+        }
         if summary.last_drill.is_none()
             && record.kind == RecordKind::Drill
             && record.restore_seconds.is_some()
@@ -189,7 +195,10 @@ pub async fn summarize<S: ReadStore>(
         if passed && summary.last_passed.is_none() {
             summary.last_passed = Some(record);
         }
-        if summary.last_passed.is_some() && summary.last_drill.is_some() {
+        if summary.last_passed.is_some()
+            && summary.last_drill.is_some()
+            && summary.newest_drill.is_some()
+        {
             break;
         }
     }
@@ -199,7 +208,7 @@ pub async fn summarize<S: ReadStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Timelike};
 
     #[test]
     fn record_keys_round_trip() {
@@ -222,6 +231,46 @@ mod tests {
         assert!(
             RecordKey::parse("snapshots/main-db/20261126T011530Z-abcdef/manifest.json").is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn the_summary_names_the_newest_drill_even_without_a_restore_time() {
+        use crate::store::{FsStore, LockSpec, WriteStore};
+        use lifeboat_config::LockMode;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open("local", dir.path(), "").unwrap();
+        let record = |kind, minute, passed, restore_seconds| VerificationRecord {
+            format_version: RECORD_FORMAT_VERSION,
+            kind,
+            job: "db".into(),
+            snapshot_id: "20261126T011530Z-abcdef".parse().unwrap(),
+            started_at: Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 0).unwrap(),
+            finished_at: Utc.with_ymd_and_hms(2026, 11, 27, 4, minute, 0).unwrap(),
+            passed,
+            checks: Vec::new(),
+            restore_seconds,
+            snapshot_age_seconds: None,
+            lifeboat_version: crate::VERSION.into(),
+        };
+        let none = LockSpec {
+            mode: LockMode::None,
+            retain_until: None,
+        };
+        // Oldest first: a passed drill, a passed verify, then a drill whose scratch cluster never started.
+        for r in [
+            record(RecordKind::Drill, 1, true, Some(12.5)),
+            record(RecordKind::Verify, 2, true, None),
+            record(RecordKind::Drill, 3, false, None),
+        ] {
+            let body = bytes::Bytes::from(serde_json::to_vec(&r).unwrap());
+            store.put_small(&r.key(), body, &none).await.unwrap();
+        }
+        let summary = summarize(&store, "db").await.unwrap();
+        assert_eq!(summary.last_passed.unwrap().kind, RecordKind::Verify);
+        assert_eq!(summary.last_drill.unwrap().restore_seconds, Some(12.5));
+        let newest = summary.newest_drill.unwrap();
+        assert!(!newest.passed);
+        assert_eq!(newest.finished_at.minute(), 3);
     }
 
     #[test]

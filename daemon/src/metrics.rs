@@ -84,6 +84,7 @@ pub struct Metrics {
     running: Family<JobLabels, Gauge>,
     next_run: Family<JobLabels, FloatGauge>,
     expected_interval: Family<JobLabels, FloatGauge>,
+    scheduled_since: Family<JobLabels, FloatGauge>,
     store_up: Family<StoreLabels, Gauge>,
     store_immutable: Family<StoreLabels, Gauge>,
     audit_probe_ok: Family<AuditLabels, Gauge>,
@@ -94,6 +95,8 @@ pub struct Metrics {
     audit_time: Family<StoreLabels, FloatGauge>,
     verify_last_success: Family<JobLabels, FloatGauge>,
     drill_duration: Family<JobLabels, FloatGauge>,
+    drill_last_passed: Family<JobLabels, Gauge>,
+    drill_last_time: Family<JobLabels, FloatGauge>,
     reload_ok: Gauge,
     reload_time: FloatGauge,
 }
@@ -134,6 +137,7 @@ impl Metrics {
             running: Family::default(),
             next_run: Family::default(),
             expected_interval: Family::default(),
+            scheduled_since: Family::default(),
             store_up: Family::default(),
             store_immutable: Family::default(),
             audit_probe_ok: Family::default(),
@@ -143,6 +147,8 @@ impl Metrics {
             audit_time: Family::default(),
             verify_last_success: Family::default(),
             drill_duration: Family::default(),
+            drill_last_passed: Family::default(),
+            drill_last_time: Family::default(),
             reload_ok: Gauge::default(),
             reload_time: FloatGauge::default(),
             registry: Registry::default(),
@@ -193,6 +199,11 @@ impl Metrics {
             m.expected_interval.clone(),
         );
         registry.register(
+            "lifeboat_backup_scheduled_since_timestamp_seconds",
+            "Unix time this daemon process first scheduled the job (its start, or the reload that added it)",
+            m.scheduled_since.clone(),
+        );
+        registry.register(
             "lifeboat_store_up",
             "1 if the store answered the last probe",
             m.store_up.clone(),
@@ -231,6 +242,16 @@ impl Metrics {
             "lifeboat_restore_drill_duration_seconds",
             "Restore wall time measured by the job's newest drill: its real RTO",
             m.drill_duration.clone(),
+        );
+        registry.register(
+            "lifeboat_drill_last_passed",
+            "1 if the job's newest drill record passed every check, 0 if it failed (from verifications/ in the store)",
+            m.drill_last_passed.clone(),
+        );
+        registry.register(
+            "lifeboat_drill_last_finished_timestamp_seconds",
+            "Unix time the job's newest drill finished, passed or failed (from verifications/ in the store)",
+            m.drill_last_time.clone(),
         );
         registry.register(
             "lifeboat_config_last_reload_successful",
@@ -286,6 +307,11 @@ impl Metrics {
         self.attempt_failures.get_or_create(&job(name)).inc_by(0);
         self.running.get_or_create(&job(name)).inc_by(0);
         self.set_next_run(name, next);
+        let since = self.scheduled_since.get_or_create(&job(name));
+        if since.get() == 0.0 {
+            since.set(seconds(Utc::now()));
+        }
+        drop(since);
         match interval {
             Some(i) => {
                 self.expected_interval
@@ -307,11 +333,14 @@ impl Metrics {
             &self.duration,
             &self.next_run,
             &self.expected_interval,
+            &self.scheduled_since,
             &self.verify_last_success,
             &self.drill_duration,
+            &self.drill_last_time,
         ] {
             family.remove(&labels);
         }
+        self.drill_last_passed.remove(&labels);
         self.attempt_failures.remove(&labels);
         self.running.remove(&labels);
         for result in [RunResult::success, RunResult::failure, RunResult::skipped] {
@@ -432,6 +461,16 @@ impl Metrics {
         }
     }
 
+    /// The job's newest drill record (passed or failed), from the store.
+    pub fn drill_recorded(&self, name: &str, finished_at: DateTime<Utc>, passed: bool) {
+        self.drill_last_passed
+            .get_or_create(&job(name))
+            .set(i64::from(passed));
+        self.drill_last_time
+            .get_or_create(&job(name))
+            .set(seconds(finished_at));
+    }
+
     /// A store probe's result.
     pub fn store_probed(&self, name: &str, up: bool) {
         self.store_up.get_or_create(&store(name)).set(i64::from(up));
@@ -523,6 +562,12 @@ fn openmetrics_to_prometheus(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn metric_value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
     #[test]
     fn counters_are_announced_by_their_sample_name_in_the_classic_format() {
         let om = "# HELP a_runs Runs.\n# TYPE a_runs counter\na_runs_total{job=\"x\"} 1\n# HELP b Gauge.\n\
@@ -568,6 +613,21 @@ mod tests {
             text.contains("lifeboat_backup_running{job=\"db\"} 1"),
             "{text}"
         );
+        let since = metric_value(
+            &text,
+            "lifeboat_backup_scheduled_since_timestamp_seconds{job=\"db\"}",
+        );
+        let now = seconds(Utc::now());
+        assert!(since > now - 60.0 && since <= now, "{text}");
+        // Rescheduling (a changed job, a reload) keeps the time the job was first scheduled.
+        m.job_scheduled("db", None, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            metric_value(
+                &m.render(),
+                "lifeboat_backup_scheduled_since_timestamp_seconds{job=\"db\"}"
+            ),
+            since
+        );
         // Absent, not zero, until known.
         assert!(
             !text.contains("lifeboat_backup_last_success_timestamp_seconds{"),
@@ -593,5 +653,35 @@ mod tests {
         );
         m.job_removed("db");
         assert!(!m.render().contains("job=\"db\""));
+    }
+
+    #[test]
+    fn the_newest_drill_exports_its_result_and_time_and_goes_with_the_job() {
+        let m = Metrics::new();
+        m.job_scheduled("db", None, Some(Duration::from_secs(86400)));
+        let text = m.render();
+        // Absent, not zero, until a drill record exists: "never drilled" is not "drill failed".
+        assert!(!text.contains("lifeboat_drill_last_passed{"), "{text}");
+        assert!(
+            !text.contains("lifeboat_drill_last_finished_timestamp_seconds{"),
+            "{text}"
+        );
+        // A failed drill, then a passed one a day later: each newest record replaces the last.
+        for (at, passed) in [(1_800_000_000, false), (1_800_086_400, true)] {
+            m.drill_recorded("db", DateTime::from_timestamp(at, 0).unwrap(), passed);
+            let text = m.render();
+            let series = |name: &str| metric_value(&text, &format!("{name}{{job=\"db\"}}"));
+            assert_eq!(
+                series("lifeboat_drill_last_passed"),
+                f64::from(u8::from(passed))
+            );
+            assert_eq!(
+                series("lifeboat_drill_last_finished_timestamp_seconds"),
+                at as f64
+            );
+        }
+        m.job_removed("db");
+        let text = m.render();
+        assert!(!text.contains("job=\"db\""), "{text}");
     }
 }

@@ -118,6 +118,9 @@ pub async fn probe(
                             v.last_passed.as_ref().map(|r| r.finished_at),
                             v.last_drill.as_ref().and_then(|r| r.restore_seconds),
                         );
+                        if let Some(drill) = &v.newest_drill {
+                            metrics.drill_recorded(name, drill.finished_at, drill.passed);
+                        }
                     }
                     let older = match (&oldest, &newest) {
                         (None, _) | (Some(Some(_)), None) => true,

@@ -15,6 +15,7 @@ mod doctor;
 mod failures;
 mod fan_out;
 mod large;
+mod observability;
 mod pgpass;
 mod physical;
 mod prune;
