@@ -161,9 +161,10 @@ fn validate_strictly(files: &[PathBuf], what: &str) {
 
 /// Custom resources the manifests use, as (apiVersion, kind). kubernetes-validate ships the built-in API's schemas
 /// only, so these are checked by [`custom_resources_follow_their_crd_schemas`] instead.
-const CUSTOM_KINDS: [(&str, &str); 2] = [
+const CUSTOM_KINDS: [(&str, &str); 3] = [
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 ];
 
 /// A DNS-1123 subdomain, as Kubernetes requires of object names.
@@ -269,6 +270,9 @@ fn custom_resources_follow_their_crd_schemas() {
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                     check_service_monitor(&doc, &file)
                 }
+                ("monitoring.coreos.com/v1", "PrometheusRule") => {
+                    check_prometheus_rule(&doc, &file)
+                }
                 _ if CUSTOM_KINDS.contains(&key) => panic!("{key:?} has no hand check"),
                 _ => continue,
             }
@@ -349,6 +353,78 @@ fn is_prometheus_duration(text: &str) -> bool {
         rest = &rest[unit.len()..];
     }
     last > 0
+}
+
+/// The `monitoring.coreos.com/v1` `PrometheusRule` schema of prometheus-operator, by hand: `spec.groups` is a list of
+/// groups with a `name` and `rules`, each rule exactly one of `alert` / `record`, with an `expr`.
+fn check_prometheus_rule(doc: &Value, file: &Path) {
+    let what = format!("{}: PrometheusRule", file.display());
+    assert_keys(doc, &["apiVersion", "kind", "metadata", "spec"], &what);
+    let name = non_empty_str(&doc["metadata"]["name"], &format!("{what} metadata.name"));
+    assert!(is_dns_subdomain(name), "{what}: invalid name {name:?}");
+    assert_keys(&doc["spec"], &["groups"], &format!("{what} {name} spec"));
+    let groups = doc["spec"]["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what} {name}: spec.groups must be a list"));
+    assert!(!groups.is_empty(), "{what} {name}: no groups");
+    for g in groups {
+        let at = format!("{what} {name} group {}", g["name"]);
+        assert_keys(
+            g,
+            &[
+                "name",
+                "interval",
+                "limit",
+                "partial_response_strategy",
+                "rules",
+            ],
+            &at,
+        );
+        non_empty_str(&g["name"], &format!("{at} name"));
+        for r in g["rules"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{at}: rules must be a list"))
+        {
+            assert_keys(
+                r,
+                &[
+                    "alert",
+                    "record",
+                    "expr",
+                    "for",
+                    "keep_firing_for",
+                    "labels",
+                    "annotations",
+                ],
+                &at,
+            );
+            assert!(
+                r["alert"].is_null() != r["record"].is_null(),
+                "{at}: a rule is an alert or a recording rule: {r}"
+            );
+            non_empty_str(&r["expr"], &format!("{at} expr"));
+        }
+    }
+}
+
+/// The PrometheusRule carries exactly the rules that `promtool test rules` tests (tests/e2e/observability.rs).
+#[test]
+fn the_prometheus_rule_is_the_tested_rules_file() {
+    let base = kubernetes_dir().join("base");
+    let rule = yaml_documents(&base.join("prometheusrule.yaml"));
+    let [rule] = rule.as_slice() else {
+        panic!("one PrometheusRule document");
+    };
+    let file = kubernetes_dir().join("../prometheus/lifeboat-rules.yml");
+    let rules = yaml_documents(&file);
+    let [rules] = rules.as_slice() else {
+        panic!("one document in {}", file.display());
+    };
+    assert!(
+        rule["spec"]["groups"] == rules["groups"],
+        "deploy/kubernetes/base/prometheusrule.yaml differs from {}: run scripts/sync-prometheusrule",
+        file.display()
+    );
 }
 
 /// The `monitoring.coreos.com/v1` `ServiceMonitor` schema of prometheus-operator
@@ -1632,6 +1708,10 @@ fn service_monitor_scrapes_the_daemon_through_its_service() {
         panic!("one endpoint");
     };
     assert_eq!(endpoint["path"], "/metrics");
+    // The alert rules and the dashboard need the daemon's `job` label kept, and the target's job named `lifeboat`
+    // (the Service's name) for LifeboatDaemonDown.
+    assert_eq!(endpoint["honorLabels"], true);
+    assert_eq!(service["metadata"]["name"], "lifeboat");
     let service_port = service["spec"]["ports"]
         .as_array()
         .unwrap()
