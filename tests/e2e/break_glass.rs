@@ -7,6 +7,7 @@ use lifeboat_tests::lifeboat::{keys, lifeboat, pg_job_toml, s3_store_toml, write
 use lifeboat_tests::postgres::{run, PgCluster};
 use lifeboat_tests::s3::{self, S3Tier};
 use lifeboat_tests::skip::{binary_on_path, require_or};
+use lifeboat_tests::yaml::output_text as combined;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,14 +50,6 @@ fn break_glass_block() -> String {
         "the block starts with set -euo pipefail"
     );
     body.to_owned()
-}
-
-fn combined(out: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// What the operator sets before running the block, plus an isolated `aws` configuration.

@@ -9,10 +9,11 @@
 
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::skip::{binary_on_path, require_or};
+use lifeboat_tests::yaml::{documents as yaml_documents, output_text as combined};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The oldest Kubernetes the manifests support: 1.27 made `CronJob.spec.timeZone` generally available.
 const OLDEST_KUBERNETES: &str = "1.27.0";
@@ -58,14 +59,6 @@ fn base_dir() -> PathBuf {
 
 fn volume_snapshot_dir() -> PathBuf {
     kubernetes_dir().join("volume-snapshot")
-}
-
-fn combined(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn require_tool(name: &str, how: &str) -> bool {
@@ -515,24 +508,6 @@ fn check_service_monitor(doc: &Value, file: &Path) {
                 "{at}.scheme: http or https"
             );
         }
-    }
-}
-
-/// Every document of a YAML file, as JSON (PyYAML, which kubernetes-validate depends on).
-fn yaml_documents(path: &Path) -> Vec<Value> {
-    let script = "import json, sys, yaml\n\
-                  with open(sys.argv[1]) as f:\n    docs = [d for d in yaml.safe_load_all(f) if d is not None]\n\
-                  json.dump(docs, sys.stdout)";
-    let out = run(Command::new("python3").args(["-c", script]).arg(path)).unwrap();
-    assert!(
-        out.status.success(),
-        "cannot read {} with PyYAML: {}",
-        path.display(),
-        combined(&out)
-    );
-    match serde_json::from_slice(&out.stdout).unwrap() {
-        Value::Array(docs) => docs,
-        other => panic!("not a list of documents: {other}"),
     }
 }
 

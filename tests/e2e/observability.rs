@@ -8,10 +8,11 @@
 
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::skip::{binary_on_path, require_or};
+use lifeboat_tests::yaml::{document, output_text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The alerts the observability issue asks for.
 const REQUIRED_ALERTS: &[&str] = &[
@@ -48,14 +49,6 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn output_text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn have_promtool() -> bool {
     require_or(
         "promtool",
@@ -75,19 +68,6 @@ fn promtool(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A YAML file as JSON (PyYAML, which yamllint brings along).
-fn yaml(path: &Path) -> Value {
-    let script = "import json, sys, yaml\njson.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
-    let out = run(Command::new("python3").args(["-c", script]).arg(path)).unwrap();
-    assert!(
-        out.status.success(),
-        "PyYAML cannot read {}: {}",
-        path.display(),
-        output_text(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn str_at<'a>(value: &'a Value, key: &str, what: &str) -> &'a str {
     value[key]
         .as_str()
@@ -97,7 +77,7 @@ fn str_at<'a>(value: &'a Value, key: &str, what: &str) -> &'a str {
 
 /// Every rule of every group of the rules file.
 fn rules() -> Vec<Value> {
-    let doc = yaml(&rules_path());
+    let doc = document(&rules_path());
     let groups = doc["groups"].as_array().expect("groups");
     groups
         .iter()
@@ -176,7 +156,7 @@ fn every_alert_has_a_severity_annotations_and_a_runbook_section() {
 
 #[test]
 fn every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_silent() {
-    let tests = yaml(&rules_test_path());
+    let tests = document(&rules_test_path());
     assert_eq!(
         tests["rule_files"],
         serde_json::json!(["lifeboat-rules.yml"]),

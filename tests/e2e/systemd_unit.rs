@@ -6,6 +6,7 @@
 use lifeboat_tests::lifeboat::bin;
 use lifeboat_tests::postgres::run;
 use lifeboat_tests::skip::{binary_on_path, require_or};
+use lifeboat_tests::yaml::output_text as combined;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -82,14 +83,6 @@ fn single<'a>(assignments: &'a [(String, String)], key: &str) -> &'a str {
         [v] => v,
         other => panic!("{key}= must be set exactly once, found {other:?}"),
     }
-}
-
-fn combined(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn systemd_analyze(args: &[&str]) -> Output {

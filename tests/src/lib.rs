@@ -11,3 +11,4 @@ pub mod rgw;
 pub mod s3;
 pub mod skip;
 pub mod tree;
+pub mod yaml;
