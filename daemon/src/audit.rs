@@ -60,7 +60,7 @@ impl Audits {
             tracing::warn!(store = %cfg.name, failed = %report.summary(), "Store is not immutable (require_immutable = false: backups go on).");
         }
         if let Some(m) = &self.metrics {
-            m.store_audited(&report);
+            m.store_audited(&report, cfg.require_immutable);
         }
         if let Ok(mut reports) = self.reports.lock() {
             reports.insert(cfg.name.clone(), report.clone());

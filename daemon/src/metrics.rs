@@ -93,6 +93,7 @@ pub struct Metrics {
     /// The (job, store) series created, so a removed job's series can go too.
     job_stores: std::sync::Mutex<std::collections::BTreeSet<JobStoreLabels>>,
     audit_time: Family<StoreLabels, FloatGauge>,
+    immutability_required: Family<StoreLabels, Gauge>,
     verify_last_success: Family<JobLabels, FloatGauge>,
     drill_duration: Family<JobLabels, FloatGauge>,
     drill_last_passed: Family<JobLabels, Gauge>,
@@ -145,6 +146,7 @@ impl Metrics {
             store_failures: Family::default(),
             job_stores: std::sync::Mutex::default(),
             audit_time: Family::default(),
+            immutability_required: Family::default(),
             verify_last_success: Family::default(),
             drill_duration: Family::default(),
             drill_last_passed: Family::default(),
@@ -227,6 +229,11 @@ impl Metrics {
             "lifeboat_backup_store_failures",
             "Backup attempts of the job that failed because of this store",
             m.store_failures.clone(),
+        );
+        registry.register(
+            "lifeboat_store_immutability_required",
+            "1 if the store's require_immutable is set: backups into it are refused while its audit fails",
+            m.immutability_required.clone(),
         );
         registry.register(
             "lifeboat_store_audit_timestamp_seconds",
@@ -372,6 +379,7 @@ impl Metrics {
         self.store_up.remove(&store(name));
         self.store_immutable.remove(&store(name));
         self.audit_time.remove(&store(name));
+        self.immutability_required.remove(&store(name));
         for probe in lifeboat_core::store::audit::probe::ALL {
             self.audit_probe_ok.remove(&AuditLabels {
                 store: name.to_owned(),
@@ -503,7 +511,10 @@ impl Metrics {
     }
 
     /// The result of a store's immutability audit.
-    pub fn store_audited(&self, report: &AuditReport) {
+    pub fn store_audited(&self, report: &AuditReport, required: bool) {
+        self.immutability_required
+            .get_or_create(&store(&report.store))
+            .set(i64::from(required));
         self.store_immutable
             .get_or_create(&store(&report.store))
             .set(i64::from(report.immutable));

@@ -129,6 +129,13 @@ fn scheduled_runs_export_metrics_that_survive_a_restart() {
         ),
         Some(0.0)
     );
+    assert_eq!(
+        metric(
+            &text,
+            "lifeboat_store_immutability_required{store=\"offsite\"}"
+        ),
+        Some(0.0)
+    );
     // No drill has run: the verify gauge is absent, not zero.
     assert!(
         !text.contains("lifeboat_verify_last_success_timestamp_seconds{"),

@@ -174,6 +174,14 @@ async fn writer_credentials_pass_the_preflight_and_admin_credentials_that_can_by
     assert_eq!(
         metric(
             &text,
+            "lifeboat_store_immutability_required{store=\"offsite\"}"
+        ),
+        Some(1.0),
+        "the alert pages for this store"
+    );
+    assert_eq!(
+        metric(
+            &text,
             "lifeboat_store_audit_probe_ok{store=\"offsite\",probe=\"locked_version_delete\"}"
         ),
         Some(0.0),
