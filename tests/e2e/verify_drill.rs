@@ -159,6 +159,18 @@ async fn a_drill_of_a_healthy_snapshot_passes_is_recorded_and_exported_by_the_da
         .unwrap()
             > 0.0
     );
+    // The alerting gauges of the newest drill (LifeboatDrillFailing reads the first).
+    assert_eq!(
+        metric(&text, "lifeboat_drill_last_passed{job=\"app\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let drilled = metric(
+        &text,
+        "lifeboat_drill_last_finished_timestamp_seconds{job=\"app\"}",
+    )
+    .unwrap_or_else(|| panic!("no drill time gauge:\n{text}"));
+    assert!((drilled - finished.timestamp_millis() as f64 / 1000.0).abs() < 0.01);
 }
 
 /// A job on an fs store in `dir`, backed up once; returns (config, store dir, snapshot id).
@@ -405,9 +417,29 @@ fn a_failing_sql_check_fails_the_drill_and_is_recorded() {
         .unwrap()
         .contains("does not exist"));
     assert_eq!(find("row counts in app")["passed"], true);
-    // The failure is recorded too, so the daemon does not count it as a success.
+    // The failure is recorded too, so the daemon does not count it as a success, and exports it as failed.
     let records_dir = store.join("verifications").join("app").join(&id);
     assert_eq!(std::fs::read_dir(records_dir).unwrap().count(), 1);
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n{}", daemon_toml(port, "")));
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config, port);
+    daemon.wait_ready(200, Duration::from_secs(30));
+    let metrics = daemon.metrics();
+    assert_eq!(
+        metric(&metrics, "lifeboat_drill_last_passed{job=\"app\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lifeboat_verify_last_success_timestamp_seconds{job=\"app\"}"
+        ),
+        None,
+        "a failed drill is no success"
+    );
 }
 
 #[test]
