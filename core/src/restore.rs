@@ -143,6 +143,18 @@ pub async fn list_snapshots<S: ReadStore>(
             signature,
         });
     }
+    // Ids have whole seconds: within one second, the manifest's start time (sub-second) orders snapshots, so
+    // `latest` is the one that really started last.
+    out.sort_by(|a, b| {
+        let started = |l: &SnapshotListing| l.manifest.as_ref().ok().map(|m| m.started_at);
+        a.snapshot
+            .id
+            .time()
+            .cmp(&b.snapshot.id.time())
+            .then_with(|| started(a).cmp(&started(b)))
+            .then_with(|| a.snapshot.id.cmp(&b.snapshot.id))
+            .then_with(|| a.snapshot.job.cmp(&b.snapshot.job))
+    });
     Ok(out)
 }
 
@@ -918,5 +930,71 @@ async fn restore_globals<S: ReadStore>(
             Ok(stderr.split(" | ").map(str::to_owned).collect())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FsStore, LockSpec, WriteStore};
+    use lifeboat_config::LockMode;
+
+    async fn put_manifest(store: &FsStore, id: &str, started_at: &str) {
+        let manifest = serde_json::json!({
+            "format_version": 1, "snapshot_id": id, "job": "app",
+            "source": {"kind": "postgres", "host": "h", "port": 5432, "user": "u", "databases": ["app"],
+                       "server_version": "15", "tools": []},
+            "lifeboat_version": "0", "started_at": started_at, "finished_at": started_at,
+            "compression": "zstd", "compression_level": 3, "encryption": "age", "recipients": [], "objects": []
+        });
+        let key = format!("{SNAPSHOTS_DIR}app/{id}/manifest.json");
+        store
+            .put_small(
+                &key,
+                bytes::Bytes::from(manifest.to_string()),
+                &LockSpec {
+                    mode: LockMode::None,
+                    retain_until: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn snapshots_of_the_same_second_are_ordered_by_their_start_not_their_random_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open("local", dir.path(), "").unwrap();
+        // `zzzzzz` sorts after `aaaaaa` but started first.
+        put_manifest(
+            &store,
+            "20261126T082714Z-zzzzzz",
+            "2026-11-26T08:27:14.100Z",
+        )
+        .await;
+        put_manifest(
+            &store,
+            "20261126T082714Z-aaaaaa",
+            "2026-11-26T08:27:14.900Z",
+        )
+        .await;
+        put_manifest(
+            &store,
+            "20261126T082713Z-mmmmmm",
+            "2026-11-26T08:27:13.950Z",
+        )
+        .await;
+        let listing = list_snapshots(&store, Some("app"), &TrustedKeys::none())
+            .await
+            .unwrap();
+        let ids: Vec<String> = listing.iter().map(|l| l.snapshot.id.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "20261126T082713Z-mmmmmm",
+                "20261126T082714Z-zzzzzz",
+                "20261126T082714Z-aaaaaa"
+            ]
+        );
     }
 }
