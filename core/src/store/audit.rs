@@ -163,15 +163,17 @@ where
 {
     match result {
         Ok(_) => Attempt::Allowed,
-        Err(e) => {
-            let client_error = matches!(&e, SdkError::ServiceError(s) if (400..500).contains(&s.raw().status().as_u16()));
-            if client_error {
-                Attempt::Refused(render(&e))
-            } else {
-                Attempt::Unknown(render(&e))
-            }
-        }
+        Err(e) if refused(&e) => Attempt::Refused(render(&e)),
+        // Any other answer (a malformed request, a 5xx, no answer) proves nothing either way.
+        Err(e) => Attempt::Unknown(render(&e)),
     }
+}
+
+/// Whether the store answered "not allowed": 403 (AWS and Ceph RGW answer AccessDenied, for policies and locks
+/// alike) or MinIO's `ObjectLocked`. Other 4xx answers (a malformed request, a missing digest) are not a refusal.
+fn refused<E: ProvideErrorMetadata>(e: &S3Error<E>) -> bool {
+    matches!(e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 403)
+        || matches!(code(e), "AccessDenied" | "ObjectLocked")
 }
 
 /// Turns an attempt into a probe: refused passes; allowed fails with `allowed_detail`/`fix`.
@@ -553,6 +555,63 @@ async fn lifecycle_change(store: &S3Store) -> AuditProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object_retention::PutObjectRetentionError;
+    use aws_smithy_types::body::SdkBody;
+
+    fn answer(status: u16, code: &str) -> Result<(), S3Error<PutObjectRetentionError>> {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        let err = PutObjectRetentionError::generic(ErrorMetadata::builder().code(code).build());
+        Err(SdkError::service_error(err, raw))
+    }
+
+    #[test]
+    fn only_a_refusal_counts_as_refused_and_anything_unclear_is_unproven() {
+        assert!(matches!(
+            attempt(Ok::<(), S3Error<PutObjectRetentionError>>(())),
+            Attempt::Allowed
+        ));
+        assert!(matches!(
+            attempt(answer(403, "AccessDenied")),
+            Attempt::Refused(_)
+        ));
+        assert!(matches!(
+            attempt(answer(400, "ObjectLocked")),
+            Attempt::Refused(_)
+        ));
+        // A malformed request or a server error proves nothing: the probe must fail, not pass.
+        assert!(matches!(
+            attempt(answer(400, "InvalidRequest")),
+            Attempt::Unknown(_)
+        ));
+        assert!(matches!(
+            attempt(answer(400, "InvalidDigest")),
+            Attempt::Unknown(_)
+        ));
+        assert!(matches!(
+            attempt(answer(503, "SlowDown")),
+            Attempt::Unknown(_)
+        ));
+        let unknown = judge("p", "tried", Attempt::Unknown("x".into()), "", "");
+        assert!(!unknown.ok && unknown.detail.contains("not proven"));
+        let allowed = judge("p", "tried", Attempt::Allowed, "bad", "fix it");
+        assert!(
+            !allowed.ok
+                && allowed.detail.contains("ALLOWED")
+                && allowed.fix.as_deref() == Some("fix it")
+        );
+        assert!(
+            judge(
+                "p",
+                "tried",
+                Attempt::Refused("AccessDenied".into()),
+                "",
+                ""
+            )
+            .ok
+        );
+    }
 
     #[test]
     fn a_report_is_immutable_only_when_every_probe_passed() {
