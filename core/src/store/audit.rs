@@ -560,10 +560,11 @@ mod tests {
     use aws_sdk_s3::operation::put_object_retention::PutObjectRetentionError;
     use aws_smithy_types::body::SdkBody;
 
-    fn answer(status: u16, code: &str) -> Result<(), S3Error<PutObjectRetentionError>> {
+    /// What the store answers to a probe: an error with `status` and `code`.
+    fn answer(status: u16, code: &str) -> Attempt {
         let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
         let err = PutObjectRetentionError::generic(ErrorMetadata::builder().code(code).build());
-        Err(SdkError::service_error(err, raw))
+        attempt(Err::<(), _>(SdkError::service_error(err, raw)))
     }
 
     #[test]
@@ -572,27 +573,12 @@ mod tests {
             attempt(Ok::<(), S3Error<PutObjectRetentionError>>(())),
             Attempt::Allowed
         ));
-        assert!(matches!(
-            attempt(answer(403, "AccessDenied")),
-            Attempt::Refused(_)
-        ));
-        assert!(matches!(
-            attempt(answer(400, "ObjectLocked")),
-            Attempt::Refused(_)
-        ));
+        assert!(matches!(answer(403, "AccessDenied"), Attempt::Refused(_)));
+        assert!(matches!(answer(400, "ObjectLocked"), Attempt::Refused(_)));
         // A malformed request or a server error proves nothing: the probe must fail, not pass.
-        assert!(matches!(
-            attempt(answer(400, "InvalidRequest")),
-            Attempt::Unknown(_)
-        ));
-        assert!(matches!(
-            attempt(answer(400, "InvalidDigest")),
-            Attempt::Unknown(_)
-        ));
-        assert!(matches!(
-            attempt(answer(503, "SlowDown")),
-            Attempt::Unknown(_)
-        ));
+        assert!(matches!(answer(400, "InvalidRequest"), Attempt::Unknown(_)));
+        assert!(matches!(answer(400, "InvalidDigest"), Attempt::Unknown(_)));
+        assert!(matches!(answer(503, "SlowDown"), Attempt::Unknown(_)));
         let unknown = judge("p", "tried", Attempt::Unknown("x".into()), "", "");
         assert!(!unknown.ok && unknown.detail.contains("not proven"));
         let allowed = judge("p", "tried", Attempt::Allowed, "bad", "fix it");
