@@ -85,6 +85,17 @@ pub struct StoreConfig {
     pub require_immutable: bool,
 }
 
+impl StoreConfig {
+    /// The multipart part size uploads to this store start with (`part_size` of an s3 store; the default for an
+    /// fs store, which writes one file).
+    pub fn part_size(&self) -> u64 {
+        match &self.kind {
+            StoreKind::S3(s3) => s3.part_size,
+            StoreKind::Fs(_) => DEFAULT_PART_SIZE,
+        }
+    }
+}
+
 /// What kind of store a `[stores.NAME]` table describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {

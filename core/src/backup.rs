@@ -51,18 +51,7 @@ pub struct Target<S> {
 
 impl<S: WriteStore> Target<S> {
     fn lock(&self, started_at: chrono::DateTime<Utc>) -> Result<LockSpec, String> {
-        Ok(LockSpec {
-            mode: self.lock_mode,
-            retain_until: match (self.lock_mode, self.retention) {
-                (LockMode::None, _) | (_, None) => None,
-                (_, Some(r)) => {
-                    let until =
-                        started_at + chrono::Duration::from_std(r).map_err(|e| e.to_string())?;
-                    // Stores keep whole seconds; ask for exactly what they can record.
-                    chrono::DateTime::from_timestamp(until.timestamp(), 0)
-                }
-            },
-        })
+        LockSpec::starting(self.lock_mode, self.retention, started_at)
     }
 }
 

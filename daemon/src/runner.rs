@@ -4,7 +4,7 @@
 use crate::audit::Audits;
 use crate::hooks::run_hook;
 use chrono::Utc;
-use lifeboat_config::{Config, JobConfig, StoreConfig, StoreKind};
+use lifeboat_config::{Config, JobConfig, StoreConfig};
 use lifeboat_core::backup::{run_backup, BackupError, BackupReport, BackupSettings, Target};
 use lifeboat_core::independence;
 use lifeboat_core::pipeline::EncodeSettings;
@@ -119,10 +119,7 @@ pub async fn prepare(config: &Config, name: &str) -> Result<PreparedJob, JobErro
     // One part size for every store (the stream is cut once): the largest configured.
     let part_size = store_cfgs
         .iter()
-        .map(|c| match &c.kind {
-            StoreKind::S3(s3) => s3.part_size,
-            StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
-        })
+        .map(|c| c.part_size())
         .max()
         .unwrap_or(lifeboat_config::DEFAULT_PART_SIZE);
     let settings = BackupSettings {

@@ -110,3 +110,19 @@ pub fn assert_pg_dump_gone(port: u16) {
         "pg_dump was left running"
     );
 }
+
+/// The ids `lifeboat snapshots --json` lists (in `store`, or the config's default store), oldest first.
+pub fn listed_ids(config: &Path, store: Option<&str>) -> Vec<String> {
+    let mut args = vec!["snapshots", "--json"];
+    if let Some(s) = store {
+        args.extend(["--store", s]);
+    }
+    let out = lifeboat_tests::lifeboat::lifeboat(config, &args);
+    out.expect_code(0);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}

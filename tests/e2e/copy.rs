@@ -2,24 +2,13 @@
 //! run changes nothing; an interrupted copy resumes with what is there; a damaged source or a conflicting target
 //! object fails the copy without writing a manifest.
 
-use crate::common::{backup, small_source, workspace};
+use crate::common::{backup, listed_ids, small_source, workspace};
 use lifeboat_tests::lifeboat::{
     fs_store_toml, lifeboat, other_filesystem, pg_job_toml, s3_store_toml, write_config,
 };
 use lifeboat_tests::s3;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-fn listed(config: &Path, store: &str) -> Vec<String> {
-    let out = lifeboat(config, &["snapshots", "--store", store, "--json"]);
-    out.expect_code(0);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 fn restore(config: &Path, store: &str, id: &str, identity: &Path, out: &Path) -> Vec<u8> {
     lifeboat(
@@ -106,7 +95,7 @@ async fn copy_seeds_another_store_without_decrypting_and_refuses_damage() {
         actions.contains(&("catalog.json".to_owned(), "copied".to_owned())),
         "{actions:?}"
     );
-    assert_eq!(listed(&config, "seed"), [id.as_str()]);
+    assert_eq!(listed_ids(&config, Some("seed")), [id.as_str()]);
     let copied = restore(
         &config,
         "seed",
@@ -139,7 +128,7 @@ async fn copy_seeds_another_store_without_decrypting_and_refuses_damage() {
     // To Ceph: the target's own versions and locks, byte-identical objects, an identical restore.
     if let (Some(tier), Some(bucket)) = (&ceph, &bucket) {
         lifeboat(&config, &["copy", &format!("app/{id}"), "--to", "offsite"]).expect_code(0);
-        assert_eq!(listed(&config, "offsite"), [id.as_str()]);
+        assert_eq!(listed_ids(&config, Some("offsite")), [id.as_str()]);
         let verify = lifeboat(
             &config,
             &[
@@ -186,7 +175,7 @@ async fn copy_seeds_another_store_without_decrypting_and_refuses_damage() {
     let out = lifeboat(&config, &["copy", &format!("app/{id}"), "--to", "fresh"]);
     out.expect_code(1);
     assert!(out.stderr.contains("never overwrites"), "{}", out.stderr);
-    assert!(listed(&config, "fresh").is_empty());
+    assert!(listed_ids(&config, Some("fresh")).is_empty());
     std::fs::remove_file(conflict_dir.join("app.dump.zst.age")).unwrap();
 
     // A damaged source object: the copy fails before that upload completes, and no manifest is written.
@@ -203,7 +192,7 @@ async fn copy_seeds_another_store_without_decrypting_and_refuses_damage() {
         "{}",
         out.stderr
     );
-    assert!(listed(&config, "fresh").is_empty());
+    assert!(listed_ids(&config, Some("fresh")).is_empty());
     assert!(
         !conflict_dir.join("app.dump.zst.age").exists(),
         "a damaged object must not be stored"

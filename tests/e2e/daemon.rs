@@ -1,9 +1,11 @@
 //! `lifeboatd` as a service: scheduled runs against real PostgreSQL and Ceph RGW, metrics that survive a
 //! restart, SIGTERM during a run, a store outage, timeouts and SIGHUP reloads.
 
-use crate::common::{assert_no_multipart_uploads, assert_no_snapshot, small_source, workspace};
+use crate::common::{
+    assert_no_multipart_uploads, assert_no_snapshot, listed_ids, small_source, workspace,
+};
 use lifeboat_tests::daemon::{daemon_toml, free_port, metric, Daemon};
-use lifeboat_tests::lifeboat::{fs_store_toml, lifeboat, pg_job_toml, s3_store_toml, write_config};
+use lifeboat_tests::lifeboat::{fs_store_toml, pg_job_toml, s3_store_toml, write_config};
 use lifeboat_tests::postgres::{run, wait_until};
 use lifeboat_tests::rgw::PrivateGateway;
 use lifeboat_tests::s3;
@@ -48,17 +50,6 @@ fn assert_promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn snapshot_ids(config: &std::path::Path) -> Vec<String> {
-    let out = lifeboat(config, &["snapshots", "--json"]);
-    out.expect_code(0);
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[test]
@@ -154,7 +145,7 @@ fn scheduled_runs_export_metrics_that_survive_a_restart() {
         "app",
     )
     .unwrap();
-    assert_eq!(snapshot_ids(&config).len(), 2);
+    assert_eq!(listed_ids(&config, None).len(), 2);
     let log = daemon.log();
     assert!(
         log.lines().any(|l| l.contains("Backup run finished")
@@ -195,7 +186,11 @@ fn scheduled_runs_export_metrics_that_survive_a_restart() {
     assert_eq!(runs(&text, "app", "success"), 0.0);
     assert_eq!(gauge(&text, "lifeboat_backup_running", "app"), Some(0.0));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(snapshot_ids(&config).len(), 2, "no catch-up run was due");
+    assert_eq!(
+        listed_ids(&config, None).len(),
+        2,
+        "no catch-up run was due"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,7 +336,7 @@ async fn a_store_outage_fails_runs_and_the_next_run_after_it_succeeds() {
     );
     assert!(runs(&text, "app", "failure") >= 1.0);
     assert_eq!(
-        snapshot_ids(&config).len(),
+        listed_ids(&config, None).len(),
         2,
         "failed runs leave no snapshot"
     );

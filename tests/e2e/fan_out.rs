@@ -2,7 +2,7 @@
 //! store with its own manifest; with one store down the snapshot fails, the healthy store gets no manifest, and the
 //! per-store metrics say which store failed.
 
-use crate::common::{small_source, workspace};
+use crate::common::{listed_ids, small_source, workspace};
 use lifeboat_tests::daemon::{daemon_toml, free_port, metric, Daemon};
 use lifeboat_tests::lifeboat::{
     fs_store_toml, lifeboat, lifeboatd, other_filesystem, pg_job_toml, s3_store_toml, write_config,
@@ -10,17 +10,6 @@ use lifeboat_tests::lifeboat::{
 use lifeboat_tests::s3;
 use std::path::Path;
 use std::time::Duration;
-
-fn ids(config: &Path, store: &str) -> Vec<String> {
-    let out = lifeboat(config, &["snapshots", "--store", store, "--json"]);
-    out.expect_code(0);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_stores_get_identical_bytes_and_one_store_down_fails_the_snapshot() {
@@ -52,8 +41,14 @@ async fn two_stores_get_identical_bytes_and_one_store_down_fails_the_snapshot() 
     let run = lifeboatd(&config, &["run", "app"]);
     run.expect_code(0);
     let id = run.stdout.trim().to_owned();
-    assert_eq!(ids(&config, "offsite"), std::slice::from_ref(&id));
-    assert_eq!(ids(&config, "local"), std::slice::from_ref(&id));
+    assert_eq!(
+        listed_ids(&config, Some("offsite")),
+        std::slice::from_ref(&id)
+    );
+    assert_eq!(
+        listed_ids(&config, Some("local")),
+        std::slice::from_ref(&id)
+    );
 
     // Every data object is the same bytes in both stores; each manifest records its own store's versions.
     let snapshot = local.join("snapshots/app").join(&id);
@@ -141,12 +136,12 @@ async fn two_stores_get_identical_bytes_and_one_store_down_fails_the_snapshot() 
     run.expect_code(1);
     assert!(run.stderr.contains("store down"), "{}", run.stderr);
     assert_eq!(
-        ids(&config, "offsite"),
+        listed_ids(&config, Some("offsite")),
         std::slice::from_ref(&id),
         "no new manifest in a healthy store"
     );
     assert_eq!(
-        ids(&config, "local"),
+        listed_ids(&config, Some("local")),
         std::slice::from_ref(&id),
         "no new manifest in a healthy store"
     );

@@ -1,7 +1,7 @@
 //! `lifeboat prune`: GFS retention over a synthetic history, never deleting locked snapshots or the newest, and
 //! an interrupted prune never leaving a listed snapshot that cannot be restored.
 
-use crate::common::{backup, small_source, workspace};
+use crate::common::{backup, listed_ids, small_source, workspace};
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use lifeboat_core::snapshot::{Manifest, SnapshotId};
 use lifeboat_tests::lifeboat::{fs_store_toml, lifeboat, pg_job_toml, sign_manifest, write_config};
@@ -53,14 +53,7 @@ fn synthetic_history(
 }
 
 fn listed(config: &Path) -> BTreeSet<String> {
-    let out = lifeboat(config, &["snapshots", "--json"]);
-    out.expect_code(0);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
+    listed_ids(config, None).into_iter().collect()
 }
 
 #[test]

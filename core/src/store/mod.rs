@@ -32,6 +32,23 @@ pub struct LockSpec {
 }
 
 impl LockSpec {
+    /// The lock of an object written at `from` under a store's `mode` and `retention`, in whole seconds (what
+    /// stores record). Fails only for a retention too long to add to a date.
+    pub fn starting(
+        mode: LockMode,
+        retention: Option<std::time::Duration>,
+        from: DateTime<Utc>,
+    ) -> Result<LockSpec, String> {
+        let retain_until = match (mode, retention) {
+            (LockMode::None, _) | (_, None) => None,
+            (_, Some(r)) => {
+                let until = from + chrono::Duration::from_std(r).map_err(|e| e.to_string())?;
+                DateTime::from_timestamp(until.timestamp(), 0)
+            }
+        };
+        Ok(LockSpec { mode, retain_until })
+    }
+
     /// The S3 name of the mode: `COMPLIANCE`, `GOVERNANCE` or `NONE`.
     pub fn mode_name(&self) -> &'static str {
         mode_name(self.mode)

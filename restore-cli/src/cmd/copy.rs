@@ -3,7 +3,6 @@
 
 use super::{load_config, open_store, select_store, trusted_keys, CliError};
 use chrono::Utc;
-use lifeboat_config::{LockMode, StoreKind};
 use lifeboat_core::copy::copy_snapshot;
 use lifeboat_core::restore::{check_signature, resolve_snapshot};
 use lifeboat_core::snapshot::ManifestSigner;
@@ -69,27 +68,15 @@ pub async fn run(config_path: &Path, args: CopyArgs) -> Result<(), CliError> {
         ));
     }
     // The target's own lock settings, counted from now: the copy is a new write there.
-    let lock = LockSpec {
-        mode: to_cfg.lock.mode,
-        retain_until: match (to_cfg.lock.mode, to_cfg.lock.retention) {
-            (LockMode::None, _) | (_, None) => None,
-            (_, Some(r)) => chrono::DateTime::from_timestamp(
-                Utc::now().timestamp() + i64::try_from(r.as_secs()).unwrap_or(i64::MAX / 2),
-                0,
-            ),
-        },
-    };
-    let part_size = match &to_cfg.kind {
-        StoreKind::S3(s3) => s3.part_size,
-        StoreKind::Fs(_) => lifeboat_config::DEFAULT_PART_SIZE,
-    };
+    let lock = LockSpec::starting(to_cfg.lock.mode, to_cfg.lock.retention, Utc::now())
+        .map_err(|e| CliError::Usage(format!("stores.{}.retention: {e}", to_cfg.name)))?;
     let report = copy_snapshot(
         &from,
         &to,
         &snapshot,
         &manifest,
         &lock,
-        part_size,
+        to_cfg.part_size(),
         signer.as_ref(),
     )
     .await
